@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# ptlm_jax launcher: sets up .venv on first use, then runs a job.
+#
+#   ./launch.sh                 the default experiment on the embedded corpus
+#   ./launch.sh test [ARGS]     install the test extras and run the whole test suite
+#   ./launch.sh train ARGS      python -m ptlm_jax.main ARGS
+#
+# .venv is (re)built only when it is missing or setup.py / constraints.txt changed.
+# PYTHON selects the interpreter used to create it (default: python3, 3.10+).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+STAMP="$VENV/.ptlm-stamp"
+
+ensure_venv() {  # $1: extras to install ("" or "test")
+  local extras="$1" want have
+  want="$(cat setup.py constraints.txt | sha256sum | cut -c1-16)"
+  have="$(cat "$STAMP" 2>/dev/null || true)"
+  # The stamp records the dependency hash and the extras installed with it.
+  if [[ -x "$VENV/bin/python" && "$have" == "$want:"* ]]; then
+    if [[ -z "$extras" || "$have" == *":$extras"* ]]; then
+      return 0
+    fi
+  fi
+  echo "[launch] setting up $VENV (extras: ${extras:-none}); this takes a few minutes the first time" >&2
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    "${PYTHON:-python3}" -m venv "$VENV"
+  fi
+  local spec="."
+  [[ -n "$extras" ]] && spec=".[$extras]"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+      -c constraints.txt -e "$spec"
+  echo "$want:$extras" > "$STAMP"
+}
+
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  "")
+    ensure_venv ""
+    exec "$VENV/bin/python" -m ptlm_jax.data.prepare \
+        --config=configs/gpt.py:tiny --workdir=runs/data "$@"
+    ;;
+  test)
+    ensure_venv test
+    exec "$VENV/bin/python" -m pytest tests "$@"
+    ;;
+  train)
+    ensure_venv ""
+    exec "$VENV/bin/python" -m ptlm_jax.main "$@"
+    ;;
+  -h|--help|help)
+    sed -n '2,10p' "$0"
+    ;;
+  *)
+    echo "launch.sh: unknown command '$cmd' (expected: test, train, or nothing)" >&2
+    exit 2
+    ;;
+esac

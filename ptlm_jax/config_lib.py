@@ -1,0 +1,281 @@
+"""The config system: one base config, family variants, and validation at load time.
+
+Every run is described by one `ml_collections.ConfigDict` with these groups:
+
+  model      architecture (family, sizes, dtype, scan/remat)
+  data       corpus, tokenizer, packing
+  objective  pretraining objective and its knobs
+  optim      optimizer, schedule, clipping, accumulation
+  parallel   pmap / mesh, mesh shape, multi-host
+  train      steps, batch, eval/log/checkpoint cadence, seed
+  peft       parameter partitions: frozen paths, LoRA / prefix / adapters
+  init       where initial weights come from (scratch, a workdir, an HF dir)
+
+Config files under `configs/` call `base_config(family, variant)` and override what
+they need; `--config.optim.lr=3e-4` overrides from the command line; the dict is
+locked so a typo in a field name is an error.  `validate(config)` runs before any
+compilation and raises `ConfigError` naming the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import ml_collections
+
+FAMILIES = ('bert', 'gpt', 't5')
+VARIANTS = ('tiny', 'small', 'base')
+# The default objective of each family (any objective valid for the family may be set).
+DEFAULT_OBJECTIVE = {'bert': 'mlm', 'gpt': 'causal_lm', 't5': 'span_corruption'}
+# Which objectives each family can train with.
+OBJECTIVES_FOR_FAMILY = {
+    'bert': ('mlm',),
+    'gpt': ('causal_lm', 'prefix_lm'),
+    't5': ('span_corruption', 'prefix_lm', 'ul2'),
+}
+NUM_SENTINELS = 100  # T5-style <extra_id_i> tokens above the SentencePiece pieces.
+
+
+class UserError(Exception):
+  """An error the user can fix (bad config, missing file, no network).
+
+  Entry points print its one-line message and exit non-zero, without a traceback.
+  """
+
+
+class ConfigError(UserError, ValueError):
+  """A user error in a config: one line naming the field, the value and what is allowed."""
+
+  def __init__(self, field: str, value: Any, allowed: str):
+    self.field, self.value, self.allowed = field, value, allowed
+    super().__init__(f'config.{field}={value!r} is invalid: expected {allowed}')
+
+
+def padded_vocab_size(sp_vocab_size: int, multiple: int = 128) -> int:
+  """Embedding rows for a SentencePiece vocab plus sentinels, rounded up for the MXU."""
+  return int(math.ceil((sp_vocab_size + NUM_SENTINELS) / multiple) * multiple)
+
+
+# Sizes per (family, variant).  tiny trains in seconds on one CPU core; small is the
+# benchmark shape; base is BERT-base / GPT-2 124M / T5-base.
+_SIZES = {
+    'tiny': dict(d_model=128, num_layers=2, num_heads=2, d_ff=512, sp_vocab=8000),
+    'small': dict(d_model=256, num_layers=4, num_heads=4, d_ff=1024, sp_vocab=8000),
+    'base': dict(d_model=768, num_layers=12, num_heads=12, d_ff=3072, sp_vocab=32000),
+}
+_SEQ_LEN = {'tiny': 128, 'small': 128, 'base': 512}
+
+
+def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.ConfigDict:
+  """The full default config of a family at a size; config files start from this."""
+  if family not in FAMILIES:
+    raise ConfigError('model.family', family, f'one of {FAMILIES}')
+  if variant not in VARIANTS:
+    raise ConfigError('variant', variant, f'one of {VARIANTS}')
+  size = _SIZES[variant]
+  c = ml_collections.ConfigDict()
+
+  # --- model ---------------------------------------------------------------
+  c.model = m = ml_collections.ConfigDict()
+  m.family = family                      # bert | gpt | t5
+  m.vocab_size = padded_vocab_size(size['sp_vocab'])  # embedding rows (>= tokenizer size)
+  m.d_model = size['d_model']            # hidden width
+  m.num_layers = size['num_layers']      # encoder / decoder layers (T5: encoder)
+  m.num_decoder_layers = size['num_layers']  # T5 only: decoder layers
+  m.num_heads = size['num_heads']        # attention heads
+  m.head_dim = size['d_model'] // size['num_heads']  # per-head width (T5 d_kv)
+  m.d_ff = size['d_ff']                  # MLP hidden width
+  m.max_len = 512 if family != 'gpt' else 1024  # learned position table (bert, gpt)
+  m.type_vocab_size = 2                  # BERT token types
+  m.activation = {'bert': 'gelu', 'gpt': 'gelu_tanh', 't5': 'gated-gelu'}[family]  # gelu | gelu_tanh | relu | gated-gelu
+  m.tie_embeddings = family != 't5'      # T5 v1.1 unties the LM head; v1.0 ties it
+  m.relative_buckets = 32                # T5 relative position buckets
+  m.relative_max_distance = 128          # T5 relative position max distance
+  m.layer_norm_eps = {'bert': 1e-12, 'gpt': 1e-5, 't5': 1e-6}[family]
+  m.dropout_rate = 0.1                   # residual / embedding dropout
+  m.attention_dropout_rate = 0.1         # dropout on attention probabilities
+  m.dtype = 'float32'                    # compute dtype: float32 | bfloat16
+  m.param_dtype = 'float32'              # master weights
+  m.scan_layers = False                  # nn.scan over layers (compile time flat in depth)
+  m.remat = 'none'                       # none | full | dots (rematerialisation policy)
+  m.attention_impl = 'auto'              # auto | xla | cudnn (fused where available)
+
+  # --- data ----------------------------------------------------------------
+  c.data = d = ml_collections.ConfigDict()
+  d.corpus = 'news'                      # news | shakespeare | tfds:<name>[/<config>]
+  d.data_dir = ''                        # TFDS data dir ('' = $PTLM_DATA_DIR or ~/.cache/ptlm_jax)
+  d.download = False                     # allow TFDS catalog downloads (offline corpora never need it)
+  d.text_key = 'text'                    # feature holding the text in catalog datasets
+  d.train_split = 'train'
+  d.eval_split = 'validation'
+  d.sp_vocab_size = size['sp_vocab']     # SentencePiece pieces (without sentinels)
+  d.tokenizer_path = ''                  # existing .model file ('' = train/cache one for the corpus)
+  d.seq_len = _SEQ_LEN[variant]          # packed row length (raw length for span corruption is derived)
+  d.pack_mode = 'pack'                   # pack (multi-document rows + segment ids) | chunk (concatenate and split)
+  d.shuffle = True                       # shuffle documents each epoch
+  d.shuffle_seed = 0                     # document order seed (same seed, same batches)
+  d.prefetch = 2                         # batches prepared ahead on a background thread
+
+  # --- objective -----------------------------------------------------------
+  c.objective = o = ml_collections.ConfigDict()
+  o.name = DEFAULT_OBJECTIVE[family]     # mlm | causal_lm | span_corruption | prefix_lm | ul2
+  o.mask_rate = 0.15                     # MLM: fraction of real tokens chosen
+  o.mask_count_mode = 'fixed'            # MLM: fixed (BERT per-row count) | bernoulli (RoBERTa)
+  o.max_predictions = 20                 # MLM: cap on chosen tokens per row (fixed mode)
+  o.whole_word = False                   # MLM: mask whole words (SentencePiece word starts)
+  o.static_masking = False               # MLM: masks fixed per example (original BERT)
+  o.noise_density = 0.15                 # span corruption: fraction of noise tokens
+  o.mean_span_length = 3.0               # span corruption: mean noise span length
+  o.random_roll = True                   # span corruption: roll the noise mask (T5's random_roll)
+  o.targets_length = 0                   # encoder-decoder target length (0 = derived)
+  o.z_loss = 0.0                         # T5X z-loss coefficient (1e-4 in T5X)
+  o.label_smoothing = 0.0
+
+  # --- optim ---------------------------------------------------------------
+  c.optim = p = ml_collections.ConfigDict()
+  p.optimizer = 'adafactor' if family == 't5' else 'adamw'  # adamw | adafactor | sgd
+  p.lr = 1e-3 if variant == 'tiny' else 1e-4   # peak learning rate
+  p.warmup_steps = 100                   # linear warmup from 0 to lr
+  p.decay = 'rsqrt' if family == 't5' else 'linear'  # linear | cosine | rsqrt | constant
+  p.final_lr_frac = 0.0                  # floor as a fraction of lr at the end of decay
+  p.b1 = 0.9
+  p.b2 = 0.999 if family == 'bert' else 0.95
+  p.eps = 1e-6 if family == 'bert' else 1e-8
+  p.weight_decay = 0.01                  # decoupled; skips biases and norm scales
+  p.momentum = 0.9                       # sgd only
+  p.grad_clip_norm = 1.0                 # global-norm clipping (0 = off)
+  p.microbatches = 1                     # gradient accumulation steps per update
+
+  # --- parallel ------------------------------------------------------------
+  c.parallel = q = ml_collections.ConfigDict()
+  q.mode = 'pmap'                        # pmap (data parallel) | mesh (jit + NamedSharding)
+  q.mesh_data = -1                       # mesh axis sizes; -1 = all remaining devices
+  q.mesh_fsdp = 1
+  q.mesh_tensor = 1
+  q.coordinator_address = ''             # multi-host: host:port of process 0 ('' = env / auto)
+  q.num_processes = 0                    # multi-host: 0 = from environment
+  q.process_id = -1                      # multi-host: -1 = from environment
+
+  # --- train ---------------------------------------------------------------
+  c.train = t = ml_collections.ConfigDict()
+  t.steps = 200 if variant == 'tiny' else 10_000  # optimizer updates
+  t.batch_size = 32                      # global batch (rows) per update
+  t.eval_every = 100                     # steps between evaluations
+  t.eval_steps = 10                      # batches per evaluation
+  t.log_every = 10                       # steps between metric writes
+  t.checkpoint_every = 500               # steps between checkpoints
+  t.keep_checkpoints = 3                 # last N kept (plus the best and the final)
+  t.seed = 0                             # parameter init and objective rng
+  t.nan_policy = 'stop'                  # stop | skip (on a NaN/Inf loss)
+  t.profile_steps = ''                   # 'start:end' to write a profiler trace
+
+  # --- peft ----------------------------------------------------------------
+  c.peft = f = ml_collections.ConfigDict()
+  f.method = 'none'                      # none | lora | prefix | adapter
+  f.rules = ''                           # ordered 'pattern=action;...' (action: train | freeze | lr*X)
+
+  # --- init ----------------------------------------------------------------
+  c.init = i = ml_collections.ConfigDict()
+  i.source = ''                          # '' (random) | ptlm_jax workdir | HF checkpoint dir
+  return c
+
+
+# ---------------------------------------------------------------------------
+# Validation.  Each check names the field, the value and what is allowed.
+
+def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
+  if not ok:
+    raise ConfigError(field, value, allowed)
+
+
+def _one_of(config, field: str, allowed: Iterable[str]) -> None:
+  allowed = tuple(allowed)
+  value = _get(config, field)
+  _check(value in allowed, field, value, f'one of {allowed}')
+
+
+def _positive(config, field: str, strict: bool = True) -> None:
+  value = _get(config, field)
+  ok = isinstance(value, (int, float)) and (value > 0 if strict else value >= 0)
+  _check(ok, field, value, 'a number > 0' if strict else 'a number >= 0')
+
+
+def _get(config, field: str) -> Any:
+  node = config
+  for part in field.split('.'):
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ConfigError on the first invalid field.  Cheap: no jax compilation."""
+  m, d, o, p, q, t = (config.model, config.data, config.objective, config.optim,
+                      config.parallel, config.train)
+  _one_of(config, 'model.family', FAMILIES)
+  for field in ('model.d_model', 'model.num_layers', 'model.num_heads', 'model.head_dim',
+                'model.d_ff', 'model.vocab_size', 'model.max_len'):
+    _positive(config, field)
+  if m.family == 't5':
+    _positive(config, 'model.num_decoder_layers')
+  _one_of(config, 'model.activation', ('gelu', 'gelu_tanh', 'relu', 'gated-gelu'))
+  _one_of(config, 'model.dtype', ('float32', 'bfloat16'))
+  _one_of(config, 'model.param_dtype', ('float32', 'bfloat16'))
+  _one_of(config, 'model.remat', ('none', 'full', 'dots'))
+  _one_of(config, 'model.attention_impl', ('auto', 'xla', 'cudnn'))
+  for field in ('model.dropout_rate', 'model.attention_dropout_rate'):
+    v = _get(config, field)
+    _check(0.0 <= v < 1.0, field, v, 'a rate in [0, 1)')
+  min_vocab = d.sp_vocab_size + NUM_SENTINELS
+  _check(m.vocab_size >= min_vocab, 'model.vocab_size', m.vocab_size,
+         f'>= data.sp_vocab_size + {NUM_SENTINELS} sentinels = {min_vocab}')
+
+  _positive(config, 'data.seq_len')
+  _positive(config, 'data.sp_vocab_size')
+  _check(d.sp_vocab_size > 16, 'data.sp_vocab_size', d.sp_vocab_size, 'an integer > 16')
+  if m.family in ('bert', 'gpt'):
+    _check(d.seq_len <= m.max_len, 'data.seq_len', d.seq_len,
+           f'<= model.max_len ({m.max_len}), the position table size')
+  _one_of(config, 'data.pack_mode', ('pack', 'chunk'))
+  _check(d.corpus in ('news', 'shakespeare') or str(d.corpus).startswith('tfds:'),
+         'data.corpus', d.corpus, "'news', 'shakespeare' or 'tfds:<name>[/<config>]'")
+  _positive(config, 'data.prefetch', strict=False)
+
+  _one_of(config, 'objective.name', OBJECTIVES_FOR_FAMILY[m.family])
+  for field in ('objective.mask_rate', 'objective.noise_density'):
+    v = _get(config, field)
+    _check(0.0 < v < 1.0, field, v, 'a rate in the open interval (0, 1)')
+  _one_of(config, 'objective.mask_count_mode', ('fixed', 'bernoulli'))
+  _positive(config, 'objective.max_predictions')
+  _check(o.mean_span_length >= 1.0, 'objective.mean_span_length', o.mean_span_length,
+         'a number >= 1')
+  _positive(config, 'objective.targets_length', strict=False)
+  _positive(config, 'objective.z_loss', strict=False)
+  _check(0.0 <= o.label_smoothing < 1.0, 'objective.label_smoothing', o.label_smoothing,
+         'a rate in [0, 1)')
+
+  _one_of(config, 'optim.optimizer', ('adamw', 'adafactor', 'sgd'))
+  _positive(config, 'optim.lr')
+  _positive(config, 'optim.warmup_steps', strict=False)
+  _one_of(config, 'optim.decay', ('linear', 'cosine', 'rsqrt', 'constant'))
+  _check(0.0 <= p.final_lr_frac <= 1.0, 'optim.final_lr_frac', p.final_lr_frac, 'a fraction in [0, 1]')
+  _positive(config, 'optim.weight_decay', strict=False)
+  _positive(config, 'optim.grad_clip_norm', strict=False)
+  _check(isinstance(p.microbatches, int) and p.microbatches >= 1, 'optim.microbatches',
+         p.microbatches, 'an integer >= 1')
+
+  _one_of(config, 'parallel.mode', ('pmap', 'mesh'))
+  _check(isinstance(t.steps, int) and t.steps >= 0, 'train.steps', t.steps, 'an integer >= 0')
+  _positive(config, 'train.batch_size')
+  for field in ('train.eval_every', 'train.log_every', 'train.checkpoint_every',
+                'train.keep_checkpoints'):
+    _positive(config, field)
+  _positive(config, 'train.eval_steps', strict=False)
+  _one_of(config, 'train.nan_policy', ('stop', 'skip'))
+  _check(t.batch_size % p.microbatches == 0, 'train.batch_size', t.batch_size,
+         f'a multiple of optim.microbatches ({p.microbatches})')
+  if num_devices is not None:
+    per_update = num_devices * p.microbatches
+    _check(t.batch_size % per_update == 0, 'train.batch_size', t.batch_size,
+           f'a multiple of devices x microbatches ({num_devices} x {p.microbatches} = {per_update})')
+
+  _one_of(config, 'peft.method', ('none', 'lora', 'prefix', 'adapter'))

@@ -1,0 +1,40 @@
+"""ptlm_jax: pretrain, compare and fine-tune BERT-, GPT- and T5-style models in JAX/Flax.
+
+Install for a CPU:      pip install -e .
+                TPU:    pip install -e ".[tpu]"
+                GPU:    pip install -e ".[cuda]"
+                tests:  pip install -e ".[test]"
+`./launch.sh` does this inside .venv, with the versions tested here (constraints.txt).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name='ptlm_jax',
+    version='0.1.0',
+    description='Pre-trained language models (BERT, GPT, T5) in JAX/Flax: pretraining, '
+                'objective comparison, fine-tuning, PEFT and generation.',
+    packages=find_packages(include=['ptlm_jax', 'ptlm_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.9',
+        'flax>=0.11',
+        'optax>=0.2.5',
+        'orbax-checkpoint>=0.11',
+        'tensorflow-datasets>=4.9.7',
+        'importlib_resources',          # tensorflow-datasets 4.9.10 imports it without declaring it
+        'tensorflow-cpu>=2.18',         # tf.data under TFDS; the CPU build (no CUDA wheels)
+        'tensorboard>=2.18',            # event files (via clu's writer)
+        'clu>=0.0.12',
+        'ml-collections>=1.0',
+        'absl-py>=2.0',
+        'sentencepiece>=0.2',
+        'safetensors>=0.4',             # HF checkpoints without torch or pickle
+        'numpy>=1.26',
+        'matplotlib>=3.8',              # experiment plots
+    ],
+    extras_require={
+        'test': ['pytest>=8'],
+        'tpu': ['jax[tpu]>=0.9'],
+        'cuda': ['jax[cuda12]>=0.9'],
+    },
+)
