@@ -1,0 +1,57 @@
+"""Reserved token ids shared by every family, objective and tokenizer.
+
+The id layout (one SentencePiece model serves BERT, GPT and T5):
+
+  0 pad   1 eos   2 unk   3 bos   4 [CLS]   5 [SEP]   6 [MASK]   7.. ordinary pieces
+  [piece_count, piece_count + 100)  T5 sentinels, counting down from the top:
+                                    <extra_id_0> = size - 1, <extra_id_1> = size - 2, ...
+  [size, model.vocab_size)          unused padding rows (embedding rounded up to 128)
+
+`VocabInfo` carries the sizes an objective needs without importing sentencepiece.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+PAD_ID = 0
+EOS_ID = 1
+UNK_ID = 2
+BOS_ID = 3
+CLS_ID = 4
+SEP_ID = 5
+MASK_ID = 6
+FIRST_ORDINARY_ID = 7
+SPECIAL_IDS = (PAD_ID, EOS_ID, UNK_ID, BOS_ID, CLS_ID, SEP_ID, MASK_ID)
+USER_DEFINED_SYMBOLS = ('[CLS]', '[SEP]', '[MASK]')  # ids 4, 5, 6 in this order
+NUM_SENTINELS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabInfo:
+  """Sizes of a tokenizer's id space.
+
+  piece_count: SentencePiece pieces, ids [0, piece_count) (specials included).
+  word_start: optional bool[size] table, True where a piece begins a word ('▁...');
+    whole-word masking uses it.
+  """
+  piece_count: int
+  num_sentinels: int = NUM_SENTINELS
+  word_start: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+
+  @property
+  def size(self) -> int:
+    """Ids a tokenizer can produce: pieces plus sentinels."""
+    return self.piece_count + self.num_sentinels
+
+  @property
+  def ordinary_range(self) -> tuple[int, int]:
+    """[low, high) of ordinary pieces: what MLM may draw as a random replacement."""
+    return FIRST_ORDINARY_ID, self.piece_count
+
+  def sentinel(self, i: int) -> int:
+    """Id of <extra_id_i>; T5 counts sentinels down from the top of the vocabulary."""
+    if not 0 <= i < self.num_sentinels:
+      raise ValueError(f'sentinel index {i} outside [0, {self.num_sentinels})')
+    return self.size - 1 - i
