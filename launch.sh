@@ -4,6 +4,8 @@
 #   ./launch.sh                 the default experiment on the embedded corpus
 #   ./launch.sh test [ARGS]     install the test extras and run the whole test suite
 #   ./launch.sh train ARGS      python -m ptlm_jax.main ARGS
+#   ./launch.sh tpu --name=N --zone=Z --type=v4-32 [--dry_run] -- MAIN_ARGS
+#                               run the main on every worker of a Cloud TPU VM (gcloud)
 #
 # .venv is (re)built only when it is missing or setup.py / constraints.txt changed.
 # PYTHON selects the interpreter used to create it (default: python3, 3.10+).
@@ -50,11 +52,15 @@ case "$cmd" in
     ensure_venv ""
     exec "$VENV/bin/python" -m ptlm_jax.main "$@"
     ;;
+  tpu)
+    # Standard library only: prints or runs the gcloud commands, no local install needed.
+    exec "${PYTHON:-python3}" -m ptlm_jax.tpu_launch "$@"
+    ;;
   -h|--help|help)
-    sed -n '2,10p' "$0"
+    sed -n '2,12p' "$0"
     ;;
   *)
-    echo "launch.sh: unknown command '$cmd' (expected: test, train, or nothing)" >&2
+    echo "launch.sh: unknown command '$cmd' (expected: test, train, tpu, or nothing)" >&2
     exit 2
     ;;
 esac
