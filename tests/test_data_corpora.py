@@ -140,3 +140,10 @@ def test_data_config_validation(field, value, match):
   with pytest.raises(config_lib.ConfigError, match=match) as e:
     config_lib.validate(config)
   assert f'data.{field}' in str(e.value)
+
+
+def test_tfds_split_slices_select_part_of_a_split():
+  config = lib.small_config()
+  part = list(sources.texts(config, 'validation[:3]'))
+  assert part == list(sources.texts(config, 'validation'))[:3]
+  assert sources.fingerprint(config, 'validation[:3]') != sources.fingerprint(config, 'validation')

@@ -67,10 +67,10 @@ class TokenizedSplit:
 
 
 def _cache_dir(config, tokenizer, split: str) -> pathlib.Path:
-  slug = re.sub(r'[^A-Za-z0-9_.-]+', '_', sources.tfds_name(config.data.corpus))
+  slug = re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{sources.tfds_name(config.data.corpus)}-{split}')
   data_fp = sources.fingerprint(config, split)
-  return (downloads.cache_dir() / 'token_ids' /
-          f'{slug}-{split}-{data_fp}-{tokenizer.fingerprint}')
+  return downloads.cache_dir() / 'token_ids' / f'{slug}-{data_fp}-{tokenizer.fingerprint}'
+
 
 
 def tokenized_split(config, tokenizer, split: str) -> TokenizedSplit:

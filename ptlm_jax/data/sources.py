@@ -80,10 +80,17 @@ def get_builder(name: str, *, data_dir: str = '', download: bool = False,
   return builder
 
 
+def _split_info(info, split: str):
+  """The SplitInfo of `split`, which may use TFDS slicing ('train[:10%]', 'train[:5000]')."""
+  try:
+    return info.splits[split]
+  except (KeyError, ValueError) as e:
+    raise UserError(f'TFDS dataset {info.full_name!r} has no split {split!r} ({e}); it has '
+                    f'{ {k: v.num_examples for k, v in info.splits.items()} }') from e
+
+
 def _split(builder, split: str):
-  if split not in builder.info.splits:
-    raise UserError(f'TFDS dataset {builder.info.full_name!r} has no split {split!r}; it has '
-                    f'{sorted(builder.info.splits)}')
+  _split_info(builder.info, split)
   return tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
 
 
@@ -108,15 +115,14 @@ def texts(config, split: str) -> Iterator[str]:
 def fingerprint(config, split: str) -> str:
   """A content fingerprint of a split, from TFDS metadata (no reading): name, version, sizes.
 
+  `split` may be a TFDS slice ('train[:10%]'): a way to use part of a huge corpus.
   Tokenizer and token-id caches are keyed by it.  The offline corpora are pinned by
   their archive's sha256 and the builder version; catalog datasets by their version.
   """
   info = _builder_for(config).info
-  if split not in info.splits:
-    raise UserError(f'TFDS dataset {info.full_name!r} has no split {split!r}; it has '
-                    f'{sorted(info.splits)}')
-  s = info.splits[split]
-  key = [info.full_name, split, s.num_examples, s.num_bytes, list(s.shard_lengths)]
+  s = _split_info(info, split)
+  key = [info.full_name, split, s.num_examples, list(s.shard_lengths),
+         sorted((k, v.num_examples, v.num_bytes) for k, v in info.splits.items())]
   return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
