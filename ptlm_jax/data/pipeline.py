@@ -8,8 +8,9 @@ Stages:
 1. Tokenise a split once (`tokenized_split`) and cache it as two .npy files under
    `<cache>/token_ids/`: `ids` (every document's ids followed by EOS, concatenated) and
    `offsets` (document d is ids[offsets[d]:offsets[d+1]]).  Later runs start in seconds.
-2. Shard by document: process p of P owns documents p, p+P, p+2P, ... (a fixed, even
-   partition: the shards are disjoint and their union is the split).
+2. Shard by document: process p of P reads and tokenises only part p of P even,
+   contiguous parts of the split (`tfds.even_splits`, as `tfds.split_for_jax_process`):
+   the shards are disjoint, their union is the split, their sizes differ by at most one.
 3. Each epoch visits the shard's documents in a permutation drawn from
    (shuffle_seed, epoch, process index); epochs follow each other without a gap.
 4. Rows of length L, in one of two modes (`config.data.pack_mode`):
@@ -38,6 +39,7 @@ import os
 import pathlib
 import queue
 import re
+import shutil
 import threading
 import time
 
@@ -66,16 +68,18 @@ class TokenizedSplit:
     return int(self.offsets[-1])
 
 
-def _cache_dir(config, tokenizer, split: str) -> pathlib.Path:
-  slug = re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{sources.tfds_name(config.data.corpus)}-{split}')
-  data_fp = sources.fingerprint(config, split)
+def _cache_dir(config, tokenizer, split: str, shard: tuple[int, int]) -> pathlib.Path:
+  name = f'{sources.tfds_name(config.data.corpus)}-{split}'
+  name += f'-part{shard[0]}of{shard[1]}' if shard[1] > 1 else ''
+  slug = re.sub(r'[^A-Za-z0-9_.-]+', '_', name)
+  data_fp = sources.fingerprint(config, split, shard)
   return downloads.cache_dir() / 'token_ids' / f'{slug}-{data_fp}-{tokenizer.fingerprint}'
 
 
-
-def tokenized_split(config, tokenizer, split: str) -> TokenizedSplit:
-  """The split of config.data.corpus as token ids, tokenised once and cached."""
-  folder = _cache_dir(config, tokenizer, split)
+def tokenized_split(config, tokenizer, split: str,
+                    shard: tuple[int, int] = (0, 1)) -> TokenizedSplit:
+  """Part `shard=(index, count)` of a split of config.data.corpus as token ids, cached."""
+  folder = _cache_dir(config, tokenizer, split, shard)
   if not (folder / 'offsets.npy').exists():
     start = time.time()
     chunks, lengths, batch = [], [], []
@@ -87,7 +91,7 @@ def tokenized_split(config, tokenizer, split: str) -> TokenizedSplit:
           lengths.append(len(ids) + 1)
       batch.clear()
 
-    for text in sources.texts(config, split):
+    for text in sources.texts(config, split, shard):
       batch.append(text)
       if len(batch) == _ENCODE_BATCH:
         flush()
@@ -101,7 +105,7 @@ def tokenized_split(config, tokenizer, split: str) -> TokenizedSplit:
     try:
       os.replace(tmp, folder)  # atomic; a concurrent writer may have won: keep theirs
     except OSError:
-      pass
+      shutil.rmtree(tmp, ignore_errors=True)
     logging.info('tokenised %s/%s: %d documents, %d tokens in %.1f s -> %s',
                  config.data.corpus, split, len(lengths), len(ids), time.time() - start,
                  folder)
@@ -112,12 +116,12 @@ def tokenized_split(config, tokenizer, split: str) -> TokenizedSplit:
 
 
 class _Packer:
-  """Builds rows from a cursor (epoch, position, offset) over one shard of documents."""
+  """Builds rows from a cursor (epoch, position, offset) over the documents of a shard."""
 
   def __init__(self, data: TokenizedSplit, row_length: int, mode: str, shuffle: bool,
-               seed: int, process_index: int, process_count: int, infinite: bool):
+               seed: int, process_index: int, infinite: bool):
     self.ids, self.offsets = data.ids, data.offsets
-    self.docs = np.arange(process_index, data.num_documents, process_count)
+    self.docs = np.arange(data.num_documents)
     self.L, self.pack = row_length, mode == 'pack'
     self.shuffle, self.seed, self.process_index = shuffle, seed, process_index
     self.infinite = infinite
@@ -177,11 +181,11 @@ class PretrainIterator:
                mode: str, shuffle: bool, seed: int, process_index: int, process_count: int,
                infinite: bool, prefetch: int):
     self.batch_size, self.row_length = batch_size, row_length
-    self._packer = _Packer(data, row_length, mode, shuffle, seed, process_index,
-                           process_count, infinite)
-    if not len(self._packer.docs):
-      raise UserError(f'process {process_index} of {process_count} has no documents in '
-                      f'{data.fingerprint} ({data.num_documents} documents in the split)')
+    self._packer = _Packer(data, row_length, mode, shuffle, seed, process_index, infinite)
+    if not data.num_documents:
+      raise UserError(f'process {process_index} of {process_count} has no documents in its '
+                      f'part of the split ({data.fingerprint}): use a larger split or fewer '
+                      'processes')
     self.num_documents = len(self._packer.docs)
     self._identity = dict(data=data.fingerprint, row_length=row_length, mode=mode,
                           shuffle=shuffle, seed=seed, process_index=process_index,
@@ -303,7 +307,7 @@ def make_pretrain_iterator(config, tokenizer, *, split: str = 'train',
     raise ConfigError('data.seq_len', row_length, 'a row length > 0')
   if d.pack_mode not in ('pack', 'chunk'):
     raise ConfigError('data.pack_mode', d.pack_mode, "one of ('pack', 'chunk')")
-  data = tokenized_split(config, tokenizer, split)
+  data = tokenized_split(config, tokenizer, split, (process_index, process_count))
   return PretrainIterator(
       data, batch_size=batch_size // process_count, row_length=row_length, mode=d.pack_mode,
       shuffle=d.shuffle, seed=d.shuffle_seed, process_index=process_index,

@@ -80,7 +80,13 @@ def get_builder(name: str, *, data_dir: str = '', download: bool = False,
   return builder
 
 
-def _split_info(info, split: str):
+def _shard_of(split: str, shard: tuple[int, int]):
+  """Part `index` of `count` even, contiguous parts of `split` (tfds.split_for_jax_process)."""
+  index, count = shard
+  return split if count == 1 else tfds.even_splits(split, n=count)[index]
+
+
+def _split_info(info, split):
   """The SplitInfo of `split`, which may use TFDS slicing ('train[:10%]', 'train[:5000]')."""
   try:
     return info.splits[split]
@@ -89,7 +95,7 @@ def _split_info(info, split: str):
                     f'{ {k: v.num_examples for k, v in info.splits.items()} }') from e
 
 
-def _split(builder, split: str):
+def _split(builder, split):
   _split_info(builder.info, split)
   return tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
 
@@ -100,19 +106,22 @@ def _builder_for(config):
                      network_probe=d.network_probe)
 
 
-def texts(config, split: str) -> Iterator[str]:
-  """The documents of a split of config.data.corpus as str, in the dataset's fixed order."""
+def texts(config, split: str, shard: tuple[int, int] = (0, 1)) -> Iterator[str]:
+  """The documents of a split of config.data.corpus as str, in the dataset's fixed order.
+
+  `shard=(index, count)` reads only part `index` of `count` even, contiguous parts.
+  """
   builder = _builder_for(config)
   key = config.data.text_key
   if key not in builder.info.features.keys():
     raise UserError(f'config.data.text_key={key!r} is not a feature of '
                     f'{builder.info.full_name!r}: expected one of '
                     f'{sorted(builder.info.features.keys())}')
-  for example in _split(builder, split):
+  for example in _split(builder, _shard_of(split, shard)):
     yield example[key].decode('utf-8')
 
 
-def fingerprint(config, split: str) -> str:
+def fingerprint(config, split: str, shard: tuple[int, int] = (0, 1)) -> str:
   """A content fingerprint of a split, from TFDS metadata (no reading): name, version, sizes.
 
   `split` may be a TFDS slice ('train[:10%]'): a way to use part of a huge corpus.
@@ -120,8 +129,8 @@ def fingerprint(config, split: str) -> str:
   their archive's sha256 and the builder version; catalog datasets by their version.
   """
   info = _builder_for(config).info
-  s = _split_info(info, split)
-  key = [info.full_name, split, s.num_examples, list(s.shard_lengths),
+  s = _split_info(info, _shard_of(split, shard))
+  key = [info.full_name, split, list(shard), s.num_examples, list(s.shard_lengths),
          sorted((k, v.num_examples, v.num_bytes) for k, v in info.splits.items())]
   return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
