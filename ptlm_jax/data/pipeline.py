@@ -32,6 +32,8 @@ cursor, so restoring it replays the same rows; nothing else is carried.
 
 With `infinite=False` the iterator makes one pass over epoch 0 and stops; the last
 batch is filled up with empty rows (all zeros) so every batch has the same shape.
+
+Shapes in names: B rows per batch on this process, L row length.
 """
 from __future__ import annotations
 
@@ -140,7 +142,7 @@ class _Packer:
         self._orders[epoch] = self.docs
     return self._orders[epoch]
 
-  def fill(self, cursor, tokens, segments, positions):
+  def fill(self, cursor, tokens_L, segments_L, positions_L):
     """Writes one row from `cursor` into the given zeroed rows; returns the next cursor.
 
     Returns None instead when a finite iterator has nothing left (the row stays empty).
@@ -163,9 +165,9 @@ class _Packer:
       if take > L - fill:  # pack mode: the next piece does not fit this row
         break
       seg += 1
-      tokens[fill:fill + take] = ids[start:start + take]
-      segments[fill:fill + take] = seg
-      positions[fill:fill + take] = self._arange[:take]
+      tokens_L[fill:fill + take] = ids[start:start + take]
+      segments_L[fill:fill + take] = seg
+      positions_L[fill:fill + take] = self._arange[:take]
       fill += take
       if start + take == end:
         pos, off = pos + 1, 0
@@ -200,12 +202,12 @@ class PretrainIterator:
   def _make_batch(self, cursor):
     """One batch from `cursor`: (batch dict, cursor after it or None when finished)."""
     shape = (self.batch_size, self.row_length)
-    tokens, segments, positions = (np.zeros(shape, np.int32) for _ in range(3))
+    tokens_BxL, segments_BxL, positions_BxL = (np.zeros(shape, np.int32) for _ in range(3))
     for r in range(self.batch_size):
       if cursor is None:
         break
-      cursor = self._packer.fill(cursor, tokens[r], segments[r], positions[r])
-    return dict(tokens=tokens, segment_ids=segments, positions=positions), cursor
+      cursor = self._packer.fill(cursor, tokens_BxL[r], segments_BxL[r], positions_BxL[r])
+    return dict(tokens=tokens_BxL, segment_ids=segments_BxL, positions=positions_BxL), cursor
 
   def _produce(self, cursor, out: queue.Queue, stop: threading.Event):
     """Background thread: puts (batch, cursor after it), then None (or an exception)."""
