@@ -105,11 +105,14 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   d.corpus = 'news'                      # news | shakespeare | tfds:<name>[/<config>]
   d.data_dir = ''                        # TFDS data dir ('' = $PTLM_DATA_DIR or ~/.cache/ptlm_jax)
   d.download = False                     # allow TFDS catalog downloads (offline corpora never need it)
+  d.network_probe = 'storage.googleapis.com:443'  # host:port tried (3 s timeout) before a TFDS download
   d.text_key = 'text'                    # feature holding the text in catalog datasets
   d.train_split = 'train'
   d.eval_split = 'validation'
   d.sp_vocab_size = size['sp_vocab']     # SentencePiece pieces (without sentinels)
   d.tokenizer_path = ''                  # existing .model file ('' = train/cache one for the corpus)
+  d.sp_model_type = 'unigram'            # SentencePiece algorithm when training one: unigram | bpe
+  d.sp_train_chars = 20_000_000          # tokenizer training text: at most this many characters of the train split
   d.seq_len = _SEQ_LEN[variant]          # packed row length (raw length for span corruption is derived)
   d.pack_mode = 'pack'                   # pack (multi-document rows + segment ids) | chunk (concatenate and split)
   d.shuffle = True                       # shuffle documents each epoch
@@ -239,6 +242,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(d.corpus in ('news', 'shakespeare') or str(d.corpus).startswith('tfds:'),
          'data.corpus', d.corpus, "'news', 'shakespeare' or 'tfds:<name>[/<config>]'")
   _positive(config, 'data.prefetch', strict=False)
+  _one_of(config, 'data.sp_model_type', ('unigram', 'bpe'))
+  _positive(config, 'data.sp_train_chars')
+  _check(str(d.network_probe).rpartition(':')[2].isdigit(), 'data.network_probe',
+         d.network_probe, "'host:port', e.g. 'storage.googleapis.com:443'")
 
   _one_of(config, 'objective.name', OBJECTIVES_FOR_FAMILY[m.family])
   for field in ('objective.mask_rate', 'objective.noise_density'):
