@@ -148,8 +148,8 @@ class Attention(nn.Module):
 
   def _self_cache(self, k_BxTxHxK, v_BxTxHxK, cache_index):
     # At init the cache is created with the input's shape: init on [B, L] sizes it.
-    cached_k = self.variable('cache', 'key', jnp.zeros, k_BxTxHxK.shape, k_BxTxHxK.dtype)
-    cached_v = self.variable('cache', 'value', jnp.zeros, v_BxTxHxK.shape, v_BxTxHxK.dtype)
+    cached_k = self.variable('cache', 'cached_key', jnp.zeros, k_BxTxHxK.shape, k_BxTxHxK.dtype)
+    cached_v = self.variable('cache', 'cached_value', jnp.zeros, v_BxTxHxK.shape, v_BxTxHxK.dtype)
     start = (0, cache_index, 0, 0)
     cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
     cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
@@ -157,11 +157,11 @@ class Attention(nn.Module):
 
   def _cross_cache(self, proj, encoded_BxSxD):
     if encoded_BxSxD is None:  # a decode step: the encoder's keys/values are cached
-      return self.get_variable('cache', 'key'), self.get_variable('cache', 'value')
+      return self.get_variable('cache', 'cached_key'), self.get_variable('cache', 'cached_value')
     k_BxSxHxK = proj('key', 'key')(encoded_BxSxD)
     v_BxSxHxK = proj('value', 'value')(encoded_BxSxD)
-    self.put_variable('cache', 'key', k_BxSxHxK)
-    self.put_variable('cache', 'value', v_BxSxHxK)
+    self.put_variable('cache', 'cached_key', k_BxSxHxK)
+    self.put_variable('cache', 'cached_value', v_BxSxHxK)
     return k_BxSxHxK, v_BxSxHxK
 
 

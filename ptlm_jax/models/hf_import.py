@@ -146,8 +146,12 @@ def load_hf(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   config_path = os.path.join(path, 'config.json')
   if not os.path.exists(config_path):
     raise UserError(f'{path}: no config.json (expected an HF checkpoint directory)')
-  with open(config_path) as f:
-    hf_config = json.load(f)
+  try:
+    with open(config_path) as f:
+      hf_config = json.load(f)
+  except ValueError as e:
+    raise UserError(f'{config_path}: not valid JSON ({e})') from None
+  hf_mapping.architecture_from_hf(hf_config)  # fail before reading gigabytes
   tensors = read_safetensors(path)
   model_config = hf_mapping.model_config_from_hf(hf_config, tuple(tensors))
   return model_config, params_from_hf(tensors, model_config, f'{path}/model.safetensors')

@@ -183,14 +183,19 @@ def _get(hf: dict, key: str, default=None, required: bool = True):
   return default
 
 
-def model_config_from_hf(hf: dict, tensor_names=()) -> ml_collections.ConfigDict:
-  """Our `model` config group for an HF config.json dict (names of its tensors help)."""
+def architecture_from_hf(hf: dict) -> str:
+  """The supported HF class named by a config.json dict, or a UserError."""
   archs = hf.get('architectures') or []
   arch = archs[0] if archs else None
   if arch not in ARCHITECTURES:
     raise UserError(f'config.json: architectures={archs!r} is not supported: expected one of '
                     f'{sorted(ARCHITECTURES)}')
-  family, head, _ = ARCHITECTURES[arch]
+  return arch
+
+
+def model_config_from_hf(hf: dict, tensor_names=()) -> ml_collections.ConfigDict:
+  """Our `model` config group for an HF config.json dict (names of its tensors help)."""
+  family, head, _ = ARCHITECTURES[architecture_from_hf(hf)]
   m = config_lib.base_config(family, 'tiny').model
   m.head = head
   if family == 'bert':
