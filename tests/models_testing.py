@@ -1,9 +1,12 @@
 """Tiny model configs and packed batches shared by the tests/test_models_*.py files."""
+import functools
+
 import flax.linen as nn
 import jax
 import numpy as np
 
 from ptlm_jax import config_lib, models
+from ptlm_jax.models import stack
 
 
 def tiny_config(family: str, **overrides):
@@ -16,9 +19,10 @@ def tiny_config(family: str, **overrides):
 
 
 def init_params(model_config, seed: int = 0):
+  """(model, unboxed params); init is jitted (one compile beats op-by-op dispatch)."""
   model = models.build_model(model_config)
-  variables = model.init(jax.random.key(seed), **models.dummy_inputs(model_config, 2, 8))
-  return model, nn.unbox(variables['params'])
+  init = jax.jit(lambda rng: model.init(rng, **models.dummy_inputs(model_config, 2, 8)))
+  return model, nn.unbox(init(jax.random.key(seed))['params'])
 
 
 def packed_row(lengths, total: int, seed: int = 0, vocab: int = 128):
@@ -36,3 +40,24 @@ def packed_row(lengths, total: int, seed: int = 0, vocab: int = 128):
 
 def arange_positions(batch: int, length: int):
   return np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length)).copy()
+
+
+@functools.lru_cache(maxsize=None)
+def family_params(family: str):
+  """Unrolled params of `tiny_config(family)`, made once per test session.
+
+  Params do not depend on attention_impl, remat or dtype, and scan_layers only stacks
+  them (`stack.stack_layers`), so most tests build their variant's module and reuse these.
+  """
+  return init_params(tiny_config(family))[1]
+
+
+def model_and_params(family: str, **overrides):
+  """A jitted apply of the variant `overrides` with the family's shared params."""
+  config = tiny_config(family, **overrides)
+  params = family_params(family)
+  if config.scan_layers:
+    params = stack.stack_layers(params)
+  model = models.build_model(config)
+  return model, jax.jit(model.apply, static_argnames=('method', 'mutable', 'decode',
+                                                        'deterministic')), params
