@@ -13,6 +13,7 @@ STEPS = 6
 
 def _step_loop(model, params, cache, tokens_SxB, positions_SxB, **kw):
   """Feeds one token per row per step inside fori_loop; returns logits [S, B, V]."""
+  tokens_SxB, positions_SxB = jnp.asarray(tokens_SxB), jnp.asarray(positions_SxB)
   steps, batch = tokens_SxB.shape
   ones = jnp.ones((batch, 1), jnp.int32)
 
