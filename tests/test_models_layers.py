@@ -139,3 +139,13 @@ def test_invalid_model_config_fails_before_tracing():
   config = tiny_config('gpt', attention_impl='flash')
   with pytest.raises(config_lib.ConfigError, match=r"config.model.attention_impl='flash'"):
     models.build_model(config)
+
+
+def test_bert_predict_positions_gather_before_the_vocab_projection():
+  _, apply, params = model_and_params('bert')
+  toks, segs, pos = _inputs('bert')
+  at = np.array([[1, 4, 9]], np.int32)
+  full = apply({'params': params}, toks, segs, pos)
+  picked = apply({'params': params}, toks, segs, pos, predict_positions=at)
+  assert picked.shape == (1, 3, 128)
+  np.testing.assert_allclose(picked[0], full[0, at[0]], atol=1e-6)
