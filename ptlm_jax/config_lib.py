@@ -84,21 +84,28 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   m.num_decoder_layers = size['num_layers']  # T5 only: decoder layers
   m.num_heads = size['num_heads']        # attention heads
   m.head_dim = size['d_model'] // size['num_heads']  # per-head width (T5 d_kv)
-  m.d_ff = size['d_ff']                  # MLP hidden width
+  # T5's gated MLP has three matrices: 2/3 of the width keeps the MLP's parameter count
+  # (T5 v1.1-base: 3072 -> 2048), rounded to a multiple of 64.
+  m.d_ff = size['d_ff'] if family != 't5' else int(round(size['d_ff'] * 2 / 3 / 64)) * 64
   m.max_len = 512 if family != 'gpt' else 1024  # learned position table (bert, gpt)
   m.type_vocab_size = 2                  # BERT token types
   m.activation = {'bert': 'gelu', 'gpt': 'gelu_tanh', 't5': 'gated-gelu'}[family]  # gelu | gelu_tanh | relu | gated-gelu
-  m.tie_embeddings = family != 't5'      # T5 v1.1 unties the LM head; v1.0 ties it
+  m.tie_embeddings = family != 't5'      # T5: True = v1.0 (tied, logits scaled by d_model**-0.5), False = v1.1 (untied lm_head)
   m.relative_buckets = 32                # T5 relative position buckets
   m.relative_max_distance = 128          # T5 relative position max distance
   m.layer_norm_eps = {'bert': 1e-12, 'gpt': 1e-5, 't5': 1e-6}[family]
+  m.init_std = 0.02                      # BERT/GPT normal init std (T5 uses its fan-in scaled init)
+  m.use_pooler = False                   # BERT: create the [CLS] pooler (dense + tanh) even when no head uses it
+  m.head = 'lm'                          # lm (pretraining head) | none (hidden states) | sequence_classification | token_classification | question_answering
+  m.num_classes = 2                      # classification heads: labels
+  m.pooling = {'bert': 'cls', 'gpt': 'last', 't5': 'mean'}[family]  # sequence classification: cls | last | mean
   m.dropout_rate = 0.1                   # residual / embedding dropout
   m.attention_dropout_rate = 0.1         # dropout on attention probabilities
   m.dtype = 'float32'                    # compute dtype: float32 | bfloat16
   m.param_dtype = 'float32'              # master weights
   m.scan_layers = False                  # nn.scan over layers (compile time flat in depth)
   m.remat = 'none'                       # none | full | dots (rematerialisation policy)
-  m.attention_impl = 'auto'              # auto | xla | cudnn (fused where available)
+  m.attention_impl = 'auto'              # auto | xla | cudnn (jax.nn.dot_product_attention) | einsum (plain path)
 
   # --- data ----------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
@@ -210,13 +217,18 @@ def _get(config, field: str) -> Any:
   return node
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-  """Raises ConfigError on the first invalid field.  Cheap: no jax compilation."""
-  m, d, o, p, q, t = (config.model, config.data, config.objective, config.optim,
-                      config.parallel, config.train)
+MODEL_HEADS = ('lm', 'none', 'sequence_classification', 'token_classification',
+               'question_answering')
+
+
+def validate_model(m: ml_collections.ConfigDict) -> None:
+  """Checks the `model` group alone (also used for configs read from checkpoints)."""
+  config = ml_collections.ConfigDict({'model': m})
   _one_of(config, 'model.family', FAMILIES)
   for field in ('model.d_model', 'model.num_layers', 'model.num_heads', 'model.head_dim',
-                'model.d_ff', 'model.vocab_size', 'model.max_len'):
+                'model.d_ff', 'model.vocab_size', 'model.max_len', 'model.type_vocab_size',
+                'model.relative_buckets', 'model.relative_max_distance', 'model.num_classes',
+                'model.layer_norm_eps', 'model.init_std'):
     _positive(config, field)
   if m.family == 't5':
     _positive(config, 'model.num_decoder_layers')
@@ -224,10 +236,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _one_of(config, 'model.dtype', ('float32', 'bfloat16'))
   _one_of(config, 'model.param_dtype', ('float32', 'bfloat16'))
   _one_of(config, 'model.remat', ('none', 'full', 'dots'))
-  _one_of(config, 'model.attention_impl', ('auto', 'xla', 'cudnn'))
+  _one_of(config, 'model.attention_impl', ('auto', 'xla', 'cudnn', 'einsum'))
+  _one_of(config, 'model.head', MODEL_HEADS)
+  _one_of(config, 'model.pooling', ('cls', 'last', 'mean'))
   for field in ('model.dropout_rate', 'model.attention_dropout_rate'):
     v = _get(config, field)
     _check(0.0 <= v < 1.0, field, v, 'a rate in [0, 1)')
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ConfigError on the first invalid field.  Cheap: no jax compilation."""
+  m, d, o, p, q, t = (config.model, config.data, config.objective, config.optim,
+                      config.parallel, config.train)
+  validate_model(m)
   min_vocab = d.sp_vocab_size + NUM_SENTINELS
   _check(m.vocab_size >= min_vocab, 'model.vocab_size', m.vocab_size,
          f'>= data.sp_vocab_size + {NUM_SENTINELS} sentinels = {min_vocab}')

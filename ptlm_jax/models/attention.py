@@ -1,0 +1,188 @@
+"""Multi-head attention shared by every family: masks from segment ids, two kernels, KV cache.
+
+Masks are boolean [B, 1, T, S] and come from segment ids only (0 = padding): a query
+attends a key when both carry the same segment id; causal attention adds key slot <=
+query slot; a prefix-LM prefix attends bidirectionally inside its own document; cross
+attention matches decoder and encoder segment ids.  A packed row therefore never
+attends across documents.  Masked logits get a large finite negative (not -inf), so
+fully masked rows (padding) give finite outputs and gradients.
+
+Two kernels behind one call (`dot_product_attention`): the plain einsum path (needed for
+attention-probability dropout, and the place to hook prefix key/values) and
+`jax.nn.dot_product_attention`, whose `implementation` follows `model.attention_impl`
+(auto: cuDNN flash attention on a GPU in bf16/fp16 with head_dim % 8 == 0 and <= 128,
+XLA otherwise).
+
+Decode mode (a `cache` collection):
+  * `DecodeState` lives once per decoder stack: `index` (next slot to write, a scalar),
+    `segment_ids` and `positions` of every slot ([B, L]).  It builds the mask (and T5's
+    relative positions) of the current chunk against all L slots.
+  * each self-attention layer keeps `key` / `value` ([B, L, H, K]) and writes the chunk's
+    keys at `index`; each cross-attention layer keeps the encoder's `key` / `value`
+    ([B, S, H, K]), computed once when the encoder output is passed in.
+A chunk may hold several tokens (a prompt) or one (a step).  Slots never written keep
+segment id 0 and are masked, so right-padded prompts of different lengths share one
+cache: each row simply continues at its own position.
+
+Legend: B batch, T query length, S key length, L cache length, D d_model, H heads,
+K head_dim.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ptlm_jax.models import layers
+
+# Large finite negative for masked logits: exp() underflows to 0, but a fully masked row
+# stays finite (uniform weights) instead of producing NaN as -inf would.
+NEG_INF = -1e10
+
+
+def segment_mask(q_segment_ids_BxT: jax.Array, k_segment_ids_BxS: jax.Array) -> jax.Array:
+  """Query attends key iff both are in the same segment (padding pairs with padding)."""
+  return (q_segment_ids_BxT[:, None, :, None] == k_segment_ids_BxS[:, None, None, :])
+
+
+def causal_mask(q_slots_BxT: jax.Array, k_slots_BxS: jax.Array) -> jax.Array:
+  """Key slot <= query slot (slots: index in the row, or in the KV cache)."""
+  return q_slots_BxT[:, None, :, None] >= k_slots_BxS[:, None, None, :]
+
+
+def decoder_mask(q_segment_ids_BxT, k_segment_ids_BxS, q_slots_BxT, k_slots_BxS,
+                 q_prefix_BxT=None, k_prefix_BxS=None) -> jax.Array:
+  """Causal mask within documents; prefix positions also see the rest of their prefix."""
+  allowed_Bx1xTxS = causal_mask(q_slots_BxT, k_slots_BxS)
+  if q_prefix_BxT is not None:
+    allowed_Bx1xTxS |= (q_prefix_BxT[:, None, :, None] & k_prefix_BxS[:, None, None, :])
+  return allowed_Bx1xTxS & segment_mask(q_segment_ids_BxT, k_segment_ids_BxS)
+
+
+def _fused_implementation(config, q_BxTxHxK) -> str | None:
+  """jax.nn.dot_product_attention's `implementation` for this config, platform and input."""
+  if config.attention_impl in ('xla', 'cudnn'):
+    return config.attention_impl
+  cudnn_ok = (jax.default_backend() == 'gpu' and q_BxTxHxK.dtype in (jnp.bfloat16, jnp.float16)
+              and q_BxTxHxK.shape[-1] % 8 == 0 and q_BxTxHxK.shape[-1] <= 128)
+  return 'cudnn' if cudnn_ok else 'xla'
+
+
+def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
+                          bias_BxHxTxS=None, *, scale: float, dropout_rng=None,
+                          deterministic: bool = True) -> jax.Array:
+  """softmax(scale * q k^T + bias, masked) v, in float32 softmax; returns [B, T, H, K].
+
+  Uses `jax.nn.dot_product_attention` unless `attention_impl='einsum'` or attention
+  dropout is active (the fused kernels have no dropout).
+  """
+  rate = config.attention_dropout_rate
+  use_dropout = not deterministic and rate > 0.0
+  if config.attention_impl != 'einsum' and not use_dropout:
+    implementation = _fused_implementation(config, q_BxTxHxK)
+    bias = None if bias_BxHxTxS is None else bias_BxHxTxS.astype(q_BxTxHxK.dtype)
+    call = lambda impl: jax.nn.dot_product_attention(
+        q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, bias=bias, mask=mask_Bx1xTxS, scale=scale,
+        implementation=impl)
+    if config.attention_impl == 'auto' and implementation == 'cudnn':
+      try:  # cuDNN rejects some shapes at trace time; XLA takes every shape.
+        return call('cudnn')
+      except (ValueError, NotImplementedError, RuntimeError):
+        implementation = 'xla'
+    return call(implementation)
+
+  logits_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK,
+                              preferred_element_type=jnp.float32) * scale
+  if bias_BxHxTxS is not None:
+    logits_BxHxTxS = logits_BxHxTxS + bias_BxHxTxS.astype(jnp.float32)
+  logits_BxHxTxS = jnp.where(mask_Bx1xTxS, logits_BxHxTxS, NEG_INF)
+  weights_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
+  if use_dropout:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - rate, weights_BxHxTxS.shape)
+    weights_BxHxTxS = jnp.where(keep, weights_BxHxTxS / (1.0 - rate), 0.0)
+  return jnp.einsum('bhts,bshk->bthk', weights_BxHxTxS.astype(v_BxSxHxK.dtype), v_BxSxHxK)
+
+
+class Attention(nn.Module):
+  """Multi-head attention: query / key / value / out projections around the kernel.
+
+  Self-attention passes `kv_BxSxD=x_BxTxD`; cross-attention passes the encoder output.
+  In decode mode, self-attention writes this chunk's keys/values into the cache at
+  `cache_index` and attends over all cached slots; cross-attention caches the encoder's
+  keys/values when `kv_BxSxD` is given and reads them back when it is None.
+  Extension point for prefix tuning: extra key/value slots join `k`/`v` (and the mask)
+  right before `dot_product_attention`.
+  """
+  config: Any
+  cross: bool = False
+  deterministic: bool = True
+  decode: bool = False
+
+  @nn.compact
+  def __call__(self, x_BxTxD, kv_BxSxD, mask_Bx1xTxS, bias_BxHxTxS=None, cache_index=None):
+    c = self.config
+    proj = lambda role, name: layers.dense(c, (c.num_heads, c.head_dim), ('embed', 'heads', 'kv'),
+                                           role, name=name)
+    q_BxTxHxK = proj('query', 'query')(x_BxTxD)
+    if self.decode and self.cross:
+      k_BxSxHxK, v_BxSxHxK = self._cross_cache(proj, kv_BxSxD)
+    else:
+      k_BxSxHxK = proj('key', 'key')(kv_BxSxD)
+      v_BxSxHxK = proj('value', 'value')(kv_BxSxD)
+      if self.decode:
+        k_BxSxHxK, v_BxSxHxK = self._self_cache(k_BxSxHxK, v_BxSxHxK, cache_index)
+    q_BxTxHxK = nn.with_logical_constraint(q_BxTxHxK, ('batch', 'length', 'heads', 'kv'))
+    k_BxSxHxK = nn.with_logical_constraint(k_BxSxHxK, ('batch', 'length', 'heads', 'kv'))
+    v_BxSxHxK = nn.with_logical_constraint(v_BxSxHxK, ('batch', 'length', 'heads', 'kv'))
+    # T5 folds 1/sqrt(head_dim) into its query init; BERT and GPT-2 scale the logits.
+    scale = 1.0 if c.family == 't5' else c.head_dim ** -0.5
+    needs_rng = not self.deterministic and c.attention_dropout_rate > 0.0
+    out_BxTxHxK = dot_product_attention(
+        c, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS, scale=scale,
+        dropout_rng=self.make_rng('dropout') if needs_rng else None,
+        deterministic=self.deterministic)
+    return layers.dense(c, c.d_model, ('heads', 'kv', 'embed'), 'attention_out', axis=(-2, -1),
+                        name='out')(out_BxTxHxK)
+
+  def _self_cache(self, k_BxTxHxK, v_BxTxHxK, cache_index):
+    # At init the cache is created with the input's shape: init on [B, L] sizes it.
+    cached_k = self.variable('cache', 'cached_key', jnp.zeros, k_BxTxHxK.shape, k_BxTxHxK.dtype)
+    cached_v = self.variable('cache', 'cached_value', jnp.zeros, v_BxTxHxK.shape, v_BxTxHxK.dtype)
+    start = (0, cache_index, 0, 0)
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
+    return cached_k.value, cached_v.value
+
+  def _cross_cache(self, proj, encoded_BxSxD):
+    if encoded_BxSxD is None:  # a decode step: the encoder's keys/values are cached
+      return self.get_variable('cache', 'cached_key'), self.get_variable('cache', 'cached_value')
+    k_BxSxHxK = proj('key', 'key')(encoded_BxSxD)
+    v_BxSxHxK = proj('value', 'value')(encoded_BxSxD)
+    self.put_variable('cache', 'cached_key', k_BxSxHxK)
+    self.put_variable('cache', 'cached_value', v_BxSxHxK)
+    return k_BxSxHxK, v_BxSxHxK
+
+
+class DecodeState(nn.Module):
+  """Per-stack cache bookkeeping: which slot holds which document and position.
+
+  Returns the write index for this chunk, and the segment ids, positions and slot
+  numbers of the keys (all L slots) and of the queries (this chunk).
+  """
+
+  @nn.compact
+  def __call__(self, segment_ids_BxT: jax.Array, positions_BxT: jax.Array):
+    shape, t = segment_ids_BxT.shape, segment_ids_BxT.shape[1]
+    index = self.variable('cache', 'index', lambda: jnp.zeros((), jnp.int32))
+    segs = self.variable('cache', 'segment_ids', jnp.zeros, shape, jnp.int32)
+    pos = self.variable('cache', 'positions', jnp.zeros, shape, jnp.int32)
+    i = index.value
+    segs.value = jax.lax.dynamic_update_slice(segs.value, segment_ids_BxT.astype(jnp.int32), (0, i))
+    pos.value = jax.lax.dynamic_update_slice(pos.value, positions_BxT.astype(jnp.int32), (0, i))
+    index.value = i + t
+    batch, length = segs.value.shape
+    k_slots_BxL = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    q_slots_BxT = jnp.broadcast_to(i + jnp.arange(t), (batch, t))
+    return i, segs.value, pos.value, q_slots_BxT, k_slots_BxL

@@ -1,0 +1,187 @@
+"""The shared layer library: embeddings, norms, MLPs, T5 relative position bias, inits.
+
+BERT, GPT-2 and T5 are built from these pieces (plus `attention.py` and `stack.py`), so a
+change here reaches all three families.  Every parameter is created with
+`nn.with_logical_partitioning`, so `init` returns boxed params whose logical axis names a
+device mesh can map to data / fsdp / tensor axes.  Parameters are `model.param_dtype`
+(float32); computation runs in `model.dtype` (float32 or bfloat16); norms and softmax
+compute their statistics in float32.
+
+  embed = layers.embedding(config, config.vocab_size, ('vocab', 'embed'), name='token_embed')
+  x_BxLxD = embed(tokens_BxL)
+
+Legend: B batch, L length, D d_model, H heads, K head_dim, F d_ff, V vocab.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    'gelu': functools.partial(jax.nn.gelu, approximate=False),  # BERT: exact erf GELU
+    'gelu_tanh': functools.partial(jax.nn.gelu, approximate=True),  # GPT-2 / HF gelu_new
+    'relu': jax.nn.relu,  # T5 v1.0
+}
+
+
+def dtype(config) -> Any:
+  """The compute dtype of a model config."""
+  return jnp.dtype(config.dtype)
+
+
+def param_dtype(config) -> Any:
+  return jnp.dtype(config.param_dtype)
+
+
+def init(std: float, names: tuple[str, ...]):
+  """A normal(std) initializer whose parameter carries logical axis names."""
+  return nn.with_logical_partitioning(nn.initializers.normal(std), names)
+
+
+def init_std(config, role: str) -> float:
+  """Init std of a weight by its role, per family.
+
+  BERT / GPT-2: `init_std` everywhere (HF `initializer_range`); GPT-2 scales the two
+  residual output projections by 1/sqrt(2 * layers) (the GPT-2 paper's residual init).
+  T5: the Mesh-TensorFlow fan-in scaling (HF `T5PreTrainedModel._init_weights`), which is
+  also why T5 attention needs no 1/sqrt(head_dim) on its logits.
+  """
+  if config.family != 't5':
+    if config.family == 'gpt' and role in ('attention_out', 'mlp_out'):
+      return config.init_std / math.sqrt(2 * config.num_layers)
+    return config.init_std
+  d, h, k, f = config.d_model, config.num_heads, config.head_dim, config.d_ff
+  return {
+      'query': (d * k) ** -0.5, 'key': d ** -0.5, 'value': d ** -0.5,
+      'attention_out': (h * k) ** -0.5, 'mlp_in': d ** -0.5, 'mlp_out': f ** -0.5,
+      'embed': 1.0, 'lm_head': d ** -0.5, 'relpos': d ** -0.5, 'dense': d ** -0.5,
+  }[role]
+
+
+def dense(config, features, names: tuple[str, ...], role: str, *, axis=-1,
+          use_bias: bool | None = None, float32_out: bool = False,
+          name: str | None = None) -> nn.DenseGeneral:
+  """A DenseGeneral with logical names on its kernel (and bias): the one projection used.
+
+  `names` name every kernel axis, inputs first (e.g. ('embed', 'heads', 'kv')).  T5 has
+  no biases; BERT and GPT-2 do.  `float32_out` accumulates and returns float32 (logits).
+  """
+  features = features if isinstance(features, tuple) else (features,)
+  if use_bias is None:
+    use_bias = config.family != 't5'
+  bias_names = names[-len(features):]
+  extra = {}
+  if float32_out:
+    extra['dot_general'] = functools.partial(jax.lax.dot_general,
+                                             preferred_element_type=jnp.float32)
+  return nn.DenseGeneral(
+      features=features, axis=axis, use_bias=use_bias, dtype=dtype(config),
+      param_dtype=param_dtype(config),
+      kernel_init=init(init_std(config, role), names),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, bias_names), name=name,
+      **extra)
+
+
+def embedding(config, num: int, names: tuple[str, ...], role: str = 'embed',
+              name: str | None = None) -> nn.Embed:
+  return nn.Embed(num_embeddings=num, features=config.d_model, dtype=dtype(config),
+                  param_dtype=param_dtype(config), embedding_init=init(init_std(config, role), names),
+                  name=name)
+
+
+def attend(x_BxLxD: jax.Array, table_VxD: jax.Array) -> jax.Array:
+  """Tied output projection: logits against an embedding table, accumulated in float32."""
+  return jnp.einsum('bld,vd->blv', x_BxLxD, table_VxD.astype(x_BxLxD.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+def norm(config, name: str | None = None) -> nn.Module:
+  """LayerNorm (BERT post-LN, GPT-2 pre-LN) or T5's RMSNorm (scale only, no mean)."""
+  scale_init = nn.with_logical_partitioning(nn.initializers.ones, ('embed',))
+  if config.family == 't5':
+    return nn.RMSNorm(epsilon=config.layer_norm_eps, dtype=dtype(config),
+                      param_dtype=param_dtype(config), scale_init=scale_init, name=name)
+  # Exact two-pass variance, as torch computes it: GPT-2's residual stream is large.
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype(config),
+                      param_dtype=param_dtype(config), use_fast_variance=False,
+                      scale_init=scale_init,
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
+                      name=name)
+
+
+class Mlp(nn.Module):
+  """Position-wise feed-forward: act(x W_in) W_out, or T5 v1.1's gelu(x W_0) * (x W_1) W_out.
+
+  T5 applies dropout on the hidden activation too (`inner_dropout`); BERT and GPT-2 only
+  drop the output, which the block does.  Extension point for adapters: the output of
+  `wo` is what a bottleneck adapter would wrap.
+  """
+  config: Any
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    c = self.config
+    if c.activation == 'gated-gelu':
+      gate_BxLxF = dense(c, c.d_ff, ('embed', 'mlp'), 'mlp_in', name='wi_0')(x_BxLxD)
+      linear_BxLxF = dense(c, c.d_ff, ('embed', 'mlp'), 'mlp_in', name='wi_1')(x_BxLxD)
+      h_BxLxF = ACTIVATIONS['gelu_tanh'](gate_BxLxF) * linear_BxLxF
+    else:
+      h_BxLxF = ACTIVATIONS[c.activation](
+          dense(c, c.d_ff, ('embed', 'mlp'), 'mlp_in', name='wi')(x_BxLxD))
+    h_BxLxF = nn.with_logical_constraint(h_BxLxF, ('batch', 'length', 'mlp'))
+    if c.family == 't5':
+      h_BxLxF = nn.Dropout(c.dropout_rate)(h_BxLxF, deterministic=self.deterministic)
+    return dense(c, c.d_model, ('mlp', 'embed'), 'mlp_out', name='wo')(h_BxLxF)
+
+
+def relative_position_bucket(relative_position, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> jax.Array:
+  """T5's bucketing of key_position - query_position (HF `_relative_position_bucket`).
+
+  Exact buckets for small distances, log-spaced up to `max_distance`; the bidirectional
+  (encoder) variant spends half the buckets on each sign, the causal (decoder) variant
+  maps every future key to bucket 0.
+  """
+  buckets = 0
+  n = relative_position
+  if bidirectional:
+    num_buckets //= 2
+    buckets += (n > 0).astype(jnp.int32) * num_buckets
+    n = jnp.abs(n)
+  else:
+    n = -jnp.minimum(n, 0)
+  max_exact = num_buckets // 2
+  is_small = n < max_exact
+  # float32 log and truncation toward zero, as the reference computes it.
+  large = max_exact + (
+      jnp.log(jnp.maximum(n, 1).astype(jnp.float32) / max_exact)
+      / math.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(jnp.int32)
+  large = jnp.minimum(large, num_buckets - 1)
+  return buckets + jnp.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+  """T5 attention bias from bucketed relative positions; one table per layer stack.
+
+  Distances come from `positions`, not array indices, so a packed document (positions
+  restarting at 0) and a cached decode step see exactly the bias they would see alone.
+  """
+  config: Any
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, q_positions_BxT: jax.Array, k_positions_BxS: jax.Array) -> jax.Array:
+    c = self.config
+    table_RxH = self.param('embedding', init(init_std(c, 'relpos'), ('relpos_buckets', 'heads')),
+                           (c.relative_buckets, c.num_heads), param_dtype(c))
+    relative_BxTxS = k_positions_BxS[:, None, :] - q_positions_BxT[:, :, None]
+    bucket_BxTxS = relative_position_bucket(relative_BxTxS, self.bidirectional,
+                                            c.relative_buckets, c.relative_max_distance)
+    bias_BxTxSxH = jnp.take(table_RxH.astype(jnp.float32), bucket_BxTxS, axis=0)
+    return jnp.transpose(bias_BxTxSxH, (0, 3, 1, 2))
