@@ -141,7 +141,8 @@ def random_segmentation(rng: jax.Array, num_items: jax.Array, num_segments: jax.
 def spans_to_mask(nonnoise_lengths: jax.Array, noise_lengths: jax.Array, size: int) -> jax.Array:
   """T5's interleave: non-noise span 0, noise span 0, non-noise span 1, ... -> bool [size].
 
-  Lengths past the last span are 0; they only mark positions past the row's end.
+  Lengths past the last span are 0; positions past the row's end are meaningless
+  (callers mask them off).
   """
   interleaved = jnp.stack([nonnoise_lengths, noise_lengths], axis=1).reshape(-1)
   span_starts = jnp.cumsum(interleaved)[:-1]
