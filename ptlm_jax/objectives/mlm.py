@@ -103,7 +103,9 @@ def _greedy_words(key, word_id_L, count):
     take = valid[w] & (total + word_len[w] <= count)
     return total + jnp.where(take, word_len[w], 0), take
 
-  _, take_in_order = jax.lax.scan(step, jnp.int32(0), order)
+  # sequential by nature (a word fits or not given the ones taken before it); unrolled
+  # so that an accelerator pays the per-iteration loop overhead L / 16 times, not L
+  _, take_in_order = jax.lax.scan(step, jnp.int32(0), order, unroll=16)
   taken = jnp.zeros((size,), bool).at[order].set(take_in_order)
   return taken[word_id_L] & (word_id_L > 0)
 
