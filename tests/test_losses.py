@@ -54,7 +54,8 @@ def test_z_loss_is_t5x_log_z_squared():
   sums = losses.weighted_cross_entropy(LOGITS, TARGETS, WEIGHTS, z_loss=1e-4)
   log_z = np.log(np.exp(np.asarray(LOGITS, np.float64)).sum(-1))
   z = 1e-4 * np.sum(WEIGHTS * log_z**2)
-  nll = -np.sum(WEIGHTS * np.take_along_axis(np_log_softmax(LOGITS), TARGETS[..., None], -1)[..., 0])
+  log_p = np.take_along_axis(np_log_softmax(LOGITS), TARGETS[..., None], -1)[..., 0]
+  nll = -np.sum(WEIGHTS * log_p)
   np.testing.assert_allclose(sums['z_loss'], z, rtol=1e-5)
   np.testing.assert_allclose(sums['loss'], nll + z, rtol=1e-6)
   np.testing.assert_allclose(sums['nll'], nll, rtol=1e-6)

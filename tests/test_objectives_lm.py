@@ -115,7 +115,8 @@ def test_encoder_decoder_prefix_lm_per_document():
     dec = inputs['decoder_tokens'][b]
     starts = np.cumsum([0] + dec_docs[:-1])
     for s, n in zip(starts, dec_docs):  # shifted right behind 0, per document
-      assert dec[s] == 0 and dec[s + 1:s + n].tolist() == np.asarray(targets)[b, s:s + n - 1].tolist()
+      assert dec[s] == 0
+      assert dec[s + 1:s + n].tolist() == np.asarray(targets)[b, s:s + n - 1].tolist()
     assert (dec[n_dec:] == 0).all()
 
 
