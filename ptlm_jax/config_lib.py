@@ -134,10 +134,16 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   o.max_predictions = 20                 # MLM: cap on chosen tokens per row (fixed mode)
   o.whole_word = False                   # MLM: mask whole words (SentencePiece word starts)
   o.static_masking = False               # MLM: masks fixed per example (original BERT)
+  o.dupe_factor = 1                      # MLM static masking: distinct masks per row (BERT's dupe_factor)
+  o.predict_positions = 'auto'           # MLM: logits only at chosen positions: auto (on in fixed mode) | on | off
+  o.mask_token_rate = 0.8                # MLM: fraction of chosen tokens replaced by [MASK]
+  o.random_token_rate = 0.1              # MLM: fraction replaced by a random ordinary piece (rest kept)
   o.noise_density = 0.15                 # span corruption: fraction of noise tokens
   o.mean_span_length = 3.0               # span corruption: mean noise span length
   o.random_roll = True                   # span corruption: roll the noise mask (T5's random_roll)
   o.targets_length = 0                   # encoder-decoder target length (0 = derived)
+  o.ul2_mixture = 'R:3:0.15,R:8:0.15,S,X:3:0.5,X:8:0.5,X:64:0.15,X:64:0.5'  # UL2 denoisers: R|X:mean:density or S, each [=weight]
+  o.ul2_paradigm_tokens = True           # UL2: prepend the [NLU] / [NLG] / [S2S] paradigm token
   o.z_loss = 0.0                         # T5X z-loss coefficient (1e-4 in T5X)
   o.label_smoothing = 0.0
 
@@ -277,6 +283,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(o.mean_span_length >= 1.0, 'objective.mean_span_length', o.mean_span_length,
          'a number >= 1')
   _positive(config, 'objective.targets_length', strict=False)
+  _check(isinstance(o.dupe_factor, int) and o.dupe_factor >= 1, 'objective.dupe_factor',
+         o.dupe_factor, 'an integer >= 1')
+  _one_of(config, 'objective.predict_positions', ('auto', 'on', 'off'))
+  for field in ('objective.mask_token_rate', 'objective.random_token_rate'):
+    v = _get(config, field)
+    _check(0.0 <= v <= 1.0, field, v, 'a rate in [0, 1]')
+  _check(o.mask_token_rate + o.random_token_rate <= 1.0, 'objective.random_token_rate',
+         o.random_token_rate, f'<= 1 - objective.mask_token_rate ({1 - o.mask_token_rate:g})')
+  _check(isinstance(o.max_predictions, int), 'objective.max_predictions', o.max_predictions,
+         'an integer > 0')
   _positive(config, 'objective.z_loss', strict=False)
   _check(0.0 <= o.label_smoothing < 1.0, 'objective.label_smoothing', o.label_smoothing,
          'a rate in [0, 1)')
