@@ -174,16 +174,26 @@ def _trap():
 
 
 def _best_by_enumeration(probs, start, length, alpha):
-  """The highest-scoring sequence of up to `length` new tokens (ending in EOS or full)."""
-  best, best_score = None, -np.inf
-  for n in range(1, length + 1):
-    for seq in itertools.product(range(len(probs)), repeat=n):
-      if EOS in seq[:-1] or (n < length and seq[-1] != EOS):
-        continue
-      logp = sum(np.log(probs[a, b]) for a, b in zip((start,) + seq[:-1], seq))
-      if logp / n ** alpha > best_score:
-        best, best_score = list(seq), logp / n ** alpha
-  return best, best_score
+  """The highest-scoring sequence of up to `length` new tokens (ending in EOS, or full).
+
+  Depth-first over every sequence; a branch is cut once even its most favourable score
+  (log p / length**alpha, alpha >= 0) cannot beat the best found.
+  """
+  logp_VxV = np.log(probs)
+  best = [None, -np.inf]
+
+  def visit(seq, logp):
+    if seq and (seq[-1] == EOS or len(seq) == length):
+      if logp / len(seq) ** alpha > best[1]:
+        best[:] = [list(seq), logp / len(seq) ** alpha]
+      return
+    if logp / length ** alpha <= best[1]:
+      return
+    for tok in np.argsort(-logp_VxV[seq[-1] if seq else start]):
+      visit(seq + [int(tok)], logp + logp_VxV[seq[-1] if seq else start, tok])
+
+  visit([], 0.0)
+  return tuple(best)
 
 
 @pytest.mark.parametrize('alpha', [0.0, 1.0])
@@ -208,6 +218,38 @@ def test_one_beam_equals_greedy_on_a_trap():
   model, _ = _trap()
   o = generate.Options('beam', num_beams=1, max_new_tokens=3)
   assert run(model, [[2]], o)[0].tolist() == [[3, 6, EOS]]
+
+
+def _stopping_table(case):
+  """Tables where early_stopping changes the answer (W = 2, alpha = 1; see the test)."""
+  probs = np.full((12, 12), 1e-4)
+  probs[9:12, EOS] = 1.0  # filler tokens end at once
+  if case == 'A':   # s: EOS .35, x .30, y .25; x: EOS .55 | x2; y -> y2 -> EOS
+    probs[2, [EOS, 3, 4, 9, 10, 11]] = [0.35, 0.30, 0.25, 0.033, 0.033, 0.034]
+    probs[3, [EOS, 8]] = [0.55, 0.45]
+    probs[4, 5] = probs[5, EOS] = probs[8, EOS] = 1.0
+  else:             # s: EOS .4, x .35, y .15; x: EOS .9 | x2; y -> y2 -> y3 -> y4 -> EOS
+    probs[2, [EOS, 3, 4, 9, 10, 11]] = [0.4, 0.35, 0.15, 0.033, 0.033, 0.034]
+    probs[3, [EOS, 8]] = [0.9, 0.1]
+    probs[4, 5] = probs[5, 6] = probs[6, 7] = probs[7, EOS] = probs[8, EOS] = 1.0
+  return bigram(probs)
+
+
+@pytest.mark.parametrize('case, early_stopping, expected', [
+    # A: after step 2 the pool is full ([x, EOS] -0.90, [EOS] -1.05); the live [y, y2]
+    # (log .25 = -1.39) could still win, and does: [y, y2, EOS] scores -1.39 / 3 = -0.46.
+    ('A', True, [3, EOS]), ('A', False, [4, 5, EOS]), ('A', 'never', [4, 5, EOS]),
+    # B: pool [x, EOS] -0.58, [EOS] -0.92; HF's heuristic scores the live [y, y2] at its
+    # length (log .15 / 2 = -0.95) and stops; 'never' scores it at length 6 (-0.32) and goes
+    # on to [y, y2, y3, y4, EOS] = log .15 / 5 = -0.38, the best sequence.
+    ('B', True, [3, EOS]), ('B', False, [3, EOS]), ('B', 'never', [4, 5, 6, 7, EOS])])
+def test_early_stopping_modes(case, early_stopping, expected):
+  model, probs = _stopping_table(case)
+  o = generate.Options('beam', num_beams=2, max_new_tokens=6, early_stopping=early_stopping)
+  tokens, lengths, _ = run(model, [[2]], o)
+  assert tokens[0, :lengths[0]].tolist() == expected
+  if early_stopping == 'never':  # exact: the best of all sequences, by enumeration
+    assert _best_by_enumeration(probs, 2, 6, 1.0)[0] == expected
 
 
 def _cycle(branch: float = 0.0):
