@@ -216,21 +216,21 @@ class DataParallel:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                         abstract_state)
 
+  # Both conversions go through host memory (checkpoint time only): device-side slicing
+  # would compile one small program per leaf shape and device.
   def to_global(self, state):
     sharding = NamedSharding(self.global_mesh, P())
     def one(x):
-      shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-      local = [s.data.reshape(x.shape[1:]) for s in shards]
-      return jax.make_array_from_single_device_arrays(x.shape[1:], sharding, local)
+      host = np.asarray(x.addressable_shards[0].data)[0]
+      return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
     return jax.tree.map(one, state)
 
   def from_global(self, state):
     sharding = NamedSharding(self.local_mesh, P(PMAP_AXIS))
     n = len(self.local_devices)
     def one(x):
-      by_device = {s.device: s.data for s in x.addressable_shards}
-      local = [by_device[d].reshape((1,) + x.shape) for d in self.local_devices]
-      return jax.make_array_from_single_device_arrays((n,) + x.shape, sharding, local)
+      host = np.asarray(x.addressable_shards[0].data)[None]
+      return jax.make_array_from_callback((n,) + host.shape[1:], sharding, lambda index: host)
     return jax.tree.map(one, state)
 
 

@@ -143,7 +143,7 @@ def make_train_step(model, objective, tx, config, par) -> Callable:
     grads, sums = par.sum((grads, sums))
     denominator = jnp.where(sums['weight'] > 0, sums['weight'], 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
 
     # -- update, unless something is NaN/Inf --
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -211,6 +211,46 @@ def _window_scalars(window: list[dict[str, float]]) -> dict[str, float]:
           'skipped': float(sum(1 for w in window if not w['finite']))}
 
 
+@dataclasses.dataclass
+class StateSpec:
+  """How to build the train state, and its shapes, without computing it."""
+  init_state: Callable[[jax.Array], TrainState]  # rng -> TrainState (jit it with out_shardings)
+  abstract_state: TrainState                     # ShapeDtypeStructs (jax.eval_shape)
+  boxed_params: Any                              # abstract params in nn.LogicallyPartitioned boxes
+  param_specs: Any                               # logical PartitionSpecs of the params
+  tx: optax.GradientTransformation
+  row_length: int                                # packed row length the objective needs
+  example_inputs: Any                            # abstract model inputs of one row
+  example_targets: Any                           # abstract targets of one row
+
+
+def make_state_spec(config, components: Components, rng) -> StateSpec:
+  """Abstract initialisation: model.init and tx.init traced with jax.eval_shape only."""
+  model, objective = components.model, components.objective
+  row_length = getattr(objective, 'raw_length', config.data.seq_len)
+  one_row = {k: jax.ShapeDtypeStruct((1, row_length), jnp.int32)
+             for k in ('tokens', 'segment_ids', 'positions')}
+  example_inputs, example_targets, _ = jax.eval_shape(
+      lambda b: apply_objective(objective, b, jax.random.PRNGKey(0), 0), one_row)
+
+  def init_params(rng):
+    inputs = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example_inputs)
+    return model.init({'params': rng, 'dropout': rng}, **inputs, deterministic=True)['params']
+
+  boxed_params = jax.eval_shape(init_params, rng)
+  abstract_params = _unbox(boxed_params)
+  labels = components.param_labels(abstract_params) if components.param_labels else None
+  tx = optim.make_optimizer(config, abstract_params, labels)
+
+  def init_state(rng):
+    params = _unbox(init_params(rng))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  return StateSpec(init_state, jax.eval_shape(init_state, rng), boxed_params,
+                   nn.get_partition_spec(boxed_params), tx, row_length, example_inputs,
+                   example_targets)
+
+
 # ---------------------------------------------------------------------------
 # The loop.
 
@@ -230,36 +270,16 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
 
   # -- Model, optimizer and the abstract state --
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(t.seed), 3)
-  row_length = getattr(objective, 'raw_length', config.data.seq_len)
-  one_row = {k: jax.ShapeDtypeStruct((1, row_length), jnp.int32)
-             for k in ('tokens', 'segment_ids', 'positions')}
-  example_inputs, example_targets, _ = jax.eval_shape(
-      lambda b: apply_objective(objective, b, jax.random.PRNGKey(0), 0), one_row)
-
-  def init_params(rng):
-    inputs = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example_inputs)
-    return model.init({'params': rng, 'dropout': rng}, **inputs, deterministic=True)['params']
-
   with par.context():
-    boxed_params = jax.eval_shape(init_params, init_rng)
-  param_specs = nn.get_partition_spec(boxed_params)
-  abstract_params = _unbox(boxed_params)
-  labels = components.param_labels(abstract_params) if components.param_labels else None
-  tx = optim.make_optimizer(config, abstract_params, labels)
-  schedule = optim.make_schedule(config)
-
-  def init_state(rng):
-    params = _unbox(init_params(rng))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-  abstract_state = jax.eval_shape(init_state, init_rng)
+    spec = make_state_spec(config, components, init_rng)
+  tx, schedule, row_length = spec.tx, optim.make_schedule(config), spec.row_length
 
   # -- FLOPs and the reporter --
-  counts = flops.count_params(boxed_params)
-  lengths = {k: v.shape[1] for k, v in example_inputs.items() if hasattr(v, 'shape') and v.ndim == 2}
+  counts = flops.count_params(spec.boxed_params)
+  lengths = {k: v.shape[1] for k, v in spec.example_inputs.items() if getattr(v, 'ndim', 0) == 2}
   step_flops = flops.flops_per_step(
       config.model, counts, t.batch_size, lengths.get('encoder_tokens', lengths.get('tokens', row_length)),
-      target_length=lengths.get('decoder_tokens', 0), output_length=example_targets.shape[1])
+      target_length=lengths.get('decoder_tokens', 0), output_length=spec.example_targets.shape[1])
   peak = flops.peak_flops_per_device(jax.devices()[0].device_kind, t.peak_flops) * par.num_devices
   reporter = metrics.Reporter(workdir, config, tokens_per_step=t.batch_size * row_length,
                               flops=step_flops, peak_flops=peak)
@@ -271,8 +291,8 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
   with par.context():
     # -- Checkpoint: resume, or start from scratch --
     ckpt = checkpoint.Checkpointer(workdir, config)
-    par.prepare(abstract_state, param_specs)
-    global_abstract = par.global_abstract(abstract_state)
+    par.prepare(spec.abstract_state, spec.param_specs)
+    global_abstract = par.global_abstract(spec.abstract_state)
     ckpt.check_compatible(config, global_abstract)
     restored = ckpt.restore_latest(global_abstract)
     if restored:
@@ -282,7 +302,7 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
       reporter.print(f'resumed from step {start_step} ({ckpt.directory}/{start_step})')
     else:
       start_step = 0
-      state = par.init_state(init_state, init_rng)
+      state = par.init_state(spec.init_state, init_rng)
       reporter.hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
 
     # -- Compile --

@@ -9,7 +9,7 @@ rows of each global batch.
 
 Run as a script, it trains in a workdir (the subprocess tests use this):
 
-  python tests/stand_ins.py WORKDIR '{"train.steps": 8}' [--sleep 0.2]
+  python tests/stand_ins.py WORKDIR '{"train.steps": 8}' [--sleep 0.2] [--modes mesh,pmap]
 
 Legend: B batch rows, L length, D d_model, H heads, K head_dim, F d_ff, V vocab.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -28,6 +29,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ptlm_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+# The loop tests compile the same small programs in many runs and processes; a
+# persistent cache keeps the test time down (it changes no result: same program, same binary).
+jax.config.update('jax_compilation_cache_dir',
+                  os.path.join(tempfile.gettempdir(), 'ptlm_jax_test_xla_cache'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 POISON_ID = 3  # a batch holding this id gets NaN weights (NaN-guard tests)
 FIRST_ID = 7
@@ -232,12 +239,35 @@ def components_fn(poison_at=(), sleep=0.0):
   return build
 
 
+def read_metrics(workdir: str, prefix: str = 'train/') -> dict[int, dict[str, float]]:
+  """step -> {name: value} from <workdir>/metrics.jsonl (the last line of a step wins)."""
+  out: dict[int, dict[str, float]] = {}
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    for line in f:
+      record = json.loads(line)
+      values = {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}
+      if values:
+        out.setdefault(record['step'], {}).update(values)
+  return out
+
+
+def train(workdir, overrides=None, **kwargs) -> dict[int, dict[str, float]]:
+  """Runs the loop with the stand-ins in-process; returns the train scalars by step."""
+  from ptlm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  train_lib.run(tiny_config(overrides), str(workdir), components_fn(**kwargs))
+  return read_metrics(str(workdir))
+
+
 def main(argv: list[str]) -> int:
   from ptlm_jax import train  # pylint: disable=g-import-not-at-top
   workdir, overrides = argv[1], json.loads(argv[2])
   sleep = float(argv[argv.index('--sleep') + 1]) if '--sleep' in argv else 0.0
+  modes = argv[argv.index('--modes') + 1].split(',') if '--modes' in argv else [None]
   try:
-    train.run(tiny_config(overrides), workdir, components_fn(sleep=sleep))
+    for i, mode in enumerate(modes):  # later modes train in WORKDIR-<mode>
+      run_overrides = {**overrides, 'parallel.mode': mode} if mode else overrides
+      train.run(tiny_config(run_overrides), workdir if i == 0 else f'{workdir}-{mode}',
+                components_fn(sleep=sleep))
   except config_lib.UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     return 2
