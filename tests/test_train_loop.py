@@ -95,6 +95,16 @@ def test_nan_skip_keeps_the_state_and_goes_on(tmp_path):
   assert not np.array_equal(later['mlp_in']['kernel'], after['mlp_in']['kernel'])
 
 
+def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):
+  config = stand_ins.tiny_config({**BASE, 'train.steps': 2, 'train.eval_steps': 0,
+                                  'model.dtype': 'bfloat16'})
+  train.run(config, str(tmp_path), stand_ins.components_fn())
+  losses = [m['loss'] for m in stand_ins.read_metrics(str(tmp_path)).values()]
+  assert all(abs(loss - math.log(256)) < 0.3 for loss in losses)  # ~uniform over 256 ids
+  params = _restore_params(str(tmp_path), 2)
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype('float32')}
+
+
 # ---------------------------------------------------------------------------
 # FLOP accounting against hand-computed values.
 
