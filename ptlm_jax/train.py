@@ -199,6 +199,25 @@ def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
   return {k: np.concatenate([v, np.zeros((rows - have,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
 
 
+def _fetch(pending, par, schedule, nan_policy: str, reporter, last_saved: int | None
+           ) -> list[dict[str, float]]:
+  """Host copies of the pending steps' metrics; stops on a NaN/Inf step under policy 'stop'."""
+  fetched = []
+  for step, device_metrics in pending:
+    host = par.metrics_to_host(device_metrics)
+    host['lr'] = float(schedule(step - 1))
+    if not host['finite']:
+      message = f'non-finite loss at step {step} (loss sum {host["loss"]}, grad norm {host["grad_norm"]})'
+      if nan_policy == 'stop':
+        raise TrainingDiverged(
+            f'{message}: stopped (train.nan_policy=stop); the update was not applied and no '
+            f'checkpoint after step {last_saved} was written. Lower optim.lr or set '
+            'train.nan_policy=skip')
+      reporter.print(f'warning: {message}: update skipped (train.nan_policy=skip)')
+    fetched.append(host)
+  return fetched
+
+
 def _window_scalars(window: list[dict[str, float]]) -> dict[str, float]:
   """Token-weighted train scalars over the steps since the last write (finite steps only)."""
   good = [w for w in window if w['finite']] or window
@@ -352,22 +371,12 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
         save_due = done % t.checkpoint_every == 0 or final or preempted
         if done % t.log_every == 0 or final or eval_due or save_due:
           # Fetch (and check for NaN) before anything is evaluated or saved.
-          for s, host in ((s, par.metrics_to_host(m)) for s, m in pending):
-            host['lr'] = float(schedule(s - 1))
-            if not host['finite']:
-              message = (f'non-finite loss at step {s} (loss sum {host["loss"]}, grad norm '
-                         f'{host["grad_norm"]})')
-              if t.nan_policy == 'stop':
-                raise TrainingDiverged(
-                    f'{message}: stopped (train.nan_policy=stop); the update was not applied and '
-                    f'no checkpoint after step {ckpt.latest_step()} was written. Lower optim.lr '
-                    'or set train.nan_policy=skip')
-              reporter.print(f'warning: {message}: update skipped (train.nan_policy=skip)')
-            window.append(host)
+          window += _fetch(pending, par, schedule, t.nan_policy, reporter, ckpt.latest_step())
           pending.clear()
         if window and (done % t.log_every == 0 or final):
-          last.update({f'train_{k}': v for k, v in _window_scalars(window).items()})
-          reporter.train(done, _window_scalars(window))
+          scalars = _window_scalars(window)
+          last.update({f'train_{k}': v for k, v in scalars.items()})
+          reporter.train(done, scalars)
           window.clear()
         eval_scalars = evaluate() if eval_due else {}
         if eval_scalars:
