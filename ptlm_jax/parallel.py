@@ -35,7 +35,7 @@ on Cloud TPU / SLURM / Open MPI).  Each process feeds only its rows of the globa
 (`jax.make_array_from_process_local_data` in mesh mode; pmap assembles them itself).
 On CPUs the collectives between processes run over gloo.
 
-Legend: B batch rows, L length, M microbatches, n local devices.
+Legend: B batch rows, M microbatches, X any further axes.
 """
 from __future__ import annotations
 
@@ -164,7 +164,6 @@ class DataParallel:
     self.num_devices = len(devices)
     self.local_mesh = Mesh(np.array(self.local_devices), (PMAP_AXIS,))
     self.global_mesh = Mesh(np.array(devices), ('replica',))
-    self.microbatches = config.optim.microbatches
 
   def context(self):
     return contextlib.nullcontext()

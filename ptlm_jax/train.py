@@ -20,7 +20,7 @@ One pure step for all families (`make_train_step`):
 Randomness is a function of (train.seed, step): a resumed run draws what an
 uninterrupted one would.
 
-Legend: B batch rows, L packed row length, M microbatches.
+Legend: B batch rows, T target positions, V vocabulary, M microbatches, X any further axes.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import dataclasses
 import itertools
 import math
 import os
-import sys
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -72,7 +71,8 @@ def build_components(config) -> Components:
   objective = objectives.get_objective(config, tokenizer.vocab_info)
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count(),
                row_length=objective.raw_length)
-  train_iter = pipeline.make_pretrain_iterator(config, tokenizer, split=config.data.train_split, **shard)
+  train_iter = pipeline.make_pretrain_iterator(config, tokenizer, split=config.data.train_split,
+                                               **shard)
   eval_batches = lambda: pipeline.make_pretrain_iterator(
       config, tokenizer, split=config.data.eval_split, infinite=False, **shard)
   return Components(models.build_model(config.model), objective, train_iter, eval_batches)
@@ -181,7 +181,8 @@ def _prepare_workdir(workdir: str) -> str:
       f.write('ok')
     os.remove(probe)
   except OSError as e:
-    raise config_lib.UserError(f'--workdir={workdir} is not a writable directory ({e.strerror})') from None
+    raise config_lib.UserError(
+        f'--workdir={workdir} is not a writable directory ({e.strerror})') from None
   return workdir
 
 
@@ -196,7 +197,8 @@ def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
   have = next(iter(batch.values())).shape[0]
   if have == rows:
     return batch
-  return {k: np.concatenate([v, np.zeros((rows - have,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+  pad = lambda v: np.zeros((rows - have,) + v.shape[1:], v.dtype)
+  return {k: np.concatenate([v, pad(v)]) for k, v in batch.items()}
 
 
 def _fetch(pending, par, schedule, nan_policy: str, reporter, last_saved: int | None
@@ -207,7 +209,8 @@ def _fetch(pending, par, schedule, nan_policy: str, reporter, last_saved: int | 
     host = par.metrics_to_host(device_metrics)
     host['lr'] = float(schedule(step - 1))
     if not host['finite']:
-      message = f'non-finite loss at step {step} (loss sum {host["loss"]}, grad norm {host["grad_norm"]})'
+      message = (f'non-finite loss at step {step} (loss sum {host["loss"]}, '
+                 f'grad norm {host["grad_norm"]})')
       if nan_policy == 'stop':
         raise TrainingDiverged(
             f'{message}: stopped (train.nan_policy=stop); the update was not applied and no '
@@ -296,8 +299,9 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
   # -- FLOPs and the reporter --
   counts = flops.count_params(spec.boxed_params)
   lengths = {k: v.shape[1] for k, v in spec.example_inputs.items() if getattr(v, 'ndim', 0) == 2}
+  input_length = lengths.get('encoder_tokens', lengths.get('tokens', row_length))
   step_flops = flops.flops_per_step(
-      config.model, counts, t.batch_size, lengths.get('encoder_tokens', lengths.get('tokens', row_length)),
+      config.model, counts, t.batch_size, input_length,
       target_length=lengths.get('decoder_tokens', 0), output_length=spec.example_targets.shape[1])
   peak = flops.peak_flops_per_device(jax.devices()[0].device_kind, t.peak_flops) * par.num_devices
   reporter = metrics.Reporter(workdir, config, tokens_per_step=t.batch_size * row_length,
@@ -362,7 +366,8 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
         pending.append((done, step_metrics))
         if step == start_step:  # the first step includes compilation
           jax.block_until_ready(step_metrics)
-          reporter.print(f'step {done} (compilation included) done {time.perf_counter() - started:.1f}s after start')
+          seconds = time.perf_counter() - started
+          reporter.print(f'step {done} (compilation included) done {seconds:.1f}s after start')
           reporter.restart_clock(done)
 
         final = done == t.steps
@@ -383,8 +388,9 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
           last.update({f'eval_{k}': v for k, v in eval_scalars.items()})
           reporter.eval(done, eval_scalars)
         if save_due:
+          ranked = {k: eval_scalars[k] for k in ('loss', 'accuracy')} if eval_scalars else None
           ckpt.save(done, par.to_global(state), components.train_iter.get_state(), config,
-                    metrics={k: eval_scalars[k] for k in ('loss', 'accuracy')} if eval_scalars else None)
+                    metrics=ranked)
         if eval_due or save_due:
           reporter.restart_clock(done)
         last['step'] = done

@@ -1,6 +1,4 @@
 """Schedules against hand-computed values; weight-decay mask; optimizer settings; PEFT hook."""
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
