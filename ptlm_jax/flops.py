@@ -96,8 +96,8 @@ def flops_per_step(model_config, counts: dict[str, int], batch: int, length: int
   n = counts['params_non_embedding']
   if m.family == 't5':
     s, t = length, target_length
-    xkv = 2 * m.d_model * width * m.num_decoder_layers
     n_dec = counts['params_non_embedding_dec']
+    xkv = min(2 * m.d_model * width * m.num_decoder_layers, n_dec)
     dense = 6 * ((n - n_dec + xkv) * batch * s + (n_dec - xkv) * batch * t)
     attn = 12 * width * (m.num_layers * s * batch * s
                          + m.num_decoder_layers * (t * batch * t + s * batch * t))
