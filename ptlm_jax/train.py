@@ -60,6 +60,12 @@ class Components:
   train_iter: Iterator[dict[str, np.ndarray]]       # packed rows, has get_state()/set_state()
   eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None  # a fresh finite pass
   param_labels: Callable[[Any], Any] | None = None  # PEFT hook: params -> 'train'/'freeze'/'lr*X' tree
+  # Fine-tuning hooks.  loss(outputs, targets, weights, z_loss, label_smoothing) -> sums as
+  # losses.weighted_cross_entropy (the default) for model outputs that are not plain logits;
+  # extra_eval(params) -> scalars (F1, exact match, ROUGE, ...) computed on the host after
+  # each evaluation, from the full (global) params.
+  loss: Callable[..., dict] | None = None
+  extra_eval: Callable[[Any], dict[str, float]] | None = None
 
 
 def build_components(config) -> Components:
@@ -100,15 +106,16 @@ def _split_microbatches(x_BxX, m: int):
   return jnp.swapaxes(x_BxMxX, 0, 1)
 
 
-def make_train_step(model, objective, tx, config, par) -> Callable:
+def make_train_step(model, objective, tx, config, par, loss=None) -> Callable:
   """train_step(state, batch, rng) -> (state, metrics of sums); see the module docstring."""
   m, o = config.optim.microbatches, config.objective
+  loss = loss or losses.weighted_cross_entropy
 
   def loss_fn(params, inputs, targets_BxT, weights_BxT, dropout_rng):
     logits_BxTxV = model.apply({'params': params}, **inputs, deterministic=False,
                                rngs={'dropout': dropout_rng})
-    sums = losses.weighted_cross_entropy(logits_BxTxV, targets_BxT, weights_BxT,
-                                         z_loss=o.z_loss, label_smoothing=o.label_smoothing)
+    sums = loss(logits_BxTxV, targets_BxT, weights_BxT,
+                z_loss=o.z_loss, label_smoothing=o.label_smoothing)
     return sums['loss'], sums  # losses.py: 'loss' already includes the z-loss
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -157,14 +164,14 @@ def make_train_step(model, objective, tx, config, par) -> Callable:
   return train_step
 
 
-def make_eval_step(model, objective, par) -> Callable:
+def make_eval_step(model, objective, par, loss=None) -> Callable:
   """eval_step(state, batch, rng) -> sums of plain cross-entropy (no z-loss, no smoothing)."""
 
   def eval_step(state, batch, rng):
     rows = batch['tokens'].shape[0]
     inputs, targets_BxT, weights_BxT = apply_objective(objective, batch, rng, par.first_row(rows))
     logits_BxTxV = model.apply({'params': state.params}, **inputs, deterministic=True)
-    return par.sum(losses.weighted_cross_entropy(logits_BxTxV, targets_BxT, weights_BxT))
+    return par.sum((loss or losses.weighted_cross_entropy)(logits_BxTxV, targets_BxT, weights_BxT))
 
   return eval_step
 
@@ -329,8 +336,10 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
       reporter.hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
 
     # -- Compile --
-    train_step = par.compile(make_train_step(model, objective, tx, config, par), returns_state=True)
-    eval_step = par.compile(make_eval_step(model, objective, par), returns_state=False)
+    train_step = par.compile(make_train_step(model, objective, tx, config, par, components.loss),
+                             returns_state=True)
+    eval_step = par.compile(make_eval_step(model, objective, par, components.loss),
+                            returns_state=False)
 
     def evaluate() -> dict[str, float]:
       if components.eval_batches is None or t.eval_steps == 0:
@@ -345,8 +354,11 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
       if not totals:
         return {}
       loss = totals['loss'] / max(totals['weight'], 1e-9)
-      return {'loss': loss, 'accuracy': totals['correct'] / max(totals['weight'], 1e-9),
-              'perplexity': math.exp(min(loss, 50.0)), 'tokens': totals['weight']}
+      scalars = {'loss': loss, 'accuracy': totals['correct'] / max(totals['weight'], 1e-9),
+                 'perplexity': math.exp(min(loss, 50.0)), 'tokens': totals['weight']}
+      if components.extra_eval is not None:
+        scalars.update(components.extra_eval(par.to_global(state).params))
+      return scalars
 
     # -- Train --
     watch = checkpoint.PreemptionWatch()
