@@ -203,6 +203,22 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   return c
 
 
+def reference_config(family: str, sizes: dict) -> ml_collections.ConfigDict:
+  """A published model size on top of the `base` variant (configs/*.py REFERENCE tables).
+
+  `sizes` are model fields plus optionally `seq_len`; the tokenizer size follows the
+  released vocabulary (pieces = vocab_size - sentinels), so the config validates and the
+  parameter count equals the published model's.
+  """
+  c = base_config(family, 'base')
+  sizes = dict(sizes)
+  if 'seq_len' in sizes:
+    c.data.seq_len = sizes.pop('seq_len')
+  c.model.update(sizes)
+  c.data.sp_vocab_size = c.model.vocab_size - NUM_SENTINELS
+  return c
+
+
 # ---------------------------------------------------------------------------
 # Validation.  Each check names the field, the value and what is allowed.
 
