@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ptlm_jax launcher: sets up .venv on first use, then runs a job.
 #
-#   ./launch.sh                 the default experiment on the embedded corpus
+#   ./launch.sh                 the default job on the embedded corpus (a tiny GPT pretraining run)
 #   ./launch.sh test [ARGS]     install the test extras and run the whole test suite
 #   ./launch.sh train ARGS      python -m ptlm_jax.main ARGS
 #   ./launch.sh tpu --name=N --zone=Z --type=v4-32 [--dry_run] -- MAIN_ARGS
@@ -41,8 +41,9 @@ cmd="${1:-}"
 case "$cmd" in
   "")
     ensure_venv ""
-    exec "$VENV/bin/python" -m ptlm_jax.data.prepare \
-        --config=configs/gpt.py:tiny --workdir=runs/data "$@"
+    # A short tiny GPT pretraining run on the embedded news corpus (fetched on first use).
+    exec "$VENV/bin/python" -m ptlm_jax.main \
+        --config=configs/gpt.py:tiny --workdir=runs/gpt-tiny "$@"
     ;;
   test)
     ensure_venv test

@@ -19,6 +19,7 @@ compilation and raises `ConfigError` naming the field, the value and what is all
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable
 
 import ml_collections
@@ -150,14 +151,16 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   # --- optim ---------------------------------------------------------------
   c.optim = p = ml_collections.ConfigDict()
   p.optimizer = 'adafactor' if family == 't5' else 'adamw'  # adamw | adafactor | sgd
-  p.lr = 1e-3 if variant == 'tiny' else 1e-4   # peak learning rate
+  # Peak learning rate.  T5's Adafactor scales each update by the parameter's RMS, so it
+  # takes T5's 1e-2 (the peak of its inverse-square-root schedule) at every size.
+  p.lr = 1e-2 if family == 't5' else 1e-3 if variant == 'tiny' else 1e-4
   p.warmup_steps = 100                   # linear warmup from 0 to lr
   p.decay = 'rsqrt' if family == 't5' else 'linear'  # linear | cosine | rsqrt | constant
   p.final_lr_frac = 0.0                  # floor as a fraction of lr at the end of decay
   p.b1 = 0.9
   p.b2 = 0.999 if family == 'bert' else 0.95
   p.eps = 1e-6 if family == 'bert' else 1e-8
-  p.weight_decay = 0.01                  # decoupled; skips biases and norm scales
+  p.weight_decay = 0.0 if family == 't5' else 0.01  # decoupled; skips biases and norm scales (T5: none)
   p.momentum = 0.9                       # sgd only
   p.grad_clip_norm = 1.0                 # global-norm clipping (0 = off)
   p.microbatches = 1                     # gradient accumulation steps per update
@@ -171,6 +174,8 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   q.coordinator_address = ''             # multi-host: host:port of process 0 ('' = env / auto)
   q.num_processes = 0                    # multi-host: 0 = from environment
   q.process_id = -1                      # multi-host: -1 = from environment
+  q.distributed = 'auto'                 # auto | on | off: jax.distributed.initialize (auto: coordinator set or cluster env seen)
+  q.num_devices = 0                      # use only the first N devices (0 = all; single-process only)
 
   # --- train ---------------------------------------------------------------
   c.train = t = ml_collections.ConfigDict()
@@ -184,6 +189,8 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   t.seed = 0                             # parameter init and objective rng
   t.nan_policy = 'stop'                  # stop | skip (on a NaN/Inf loss)
   t.profile_steps = ''                   # 'start:end' to write a profiler trace
+  t.keep_best_by = 'loss'                # eval metric whose best checkpoint is always kept: loss | accuracy | '' (none)
+  t.peak_flops = 0.0                     # per-device peak FLOP/s for MFU (0 = from the device table; CPU: unknown)
 
   # --- peft ----------------------------------------------------------------
   c.peft = f = ml_collections.ConfigDict()
@@ -193,6 +200,22 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   # --- init ----------------------------------------------------------------
   c.init = i = ml_collections.ConfigDict()
   i.source = ''                          # '' (random) | ptlm_jax workdir | HF checkpoint dir
+  return c
+
+
+def reference_config(family: str, sizes: dict) -> ml_collections.ConfigDict:
+  """A published model size on top of the `base` variant (configs/*.py REFERENCE tables).
+
+  `sizes` are model fields plus optionally `seq_len`; the tokenizer size follows the
+  released vocabulary (pieces = vocab_size - sentinels), so the config validates and the
+  parameter count equals the published model's.
+  """
+  c = base_config(family, 'base')
+  sizes = dict(sizes)
+  if 'seq_len' in sizes:
+    c.data.seq_len = sizes.pop('seq_len')
+  c.model.update(sizes)
+  c.data.sp_vocab_size = c.model.vocab_size - NUM_SENTINELS
   return c
 
 
@@ -221,6 +244,23 @@ def _get(config, field: str) -> Any:
   for part in field.split('.'):
     node = node[part]
   return node
+
+
+_MESH_FIELD = 'parallel.(mesh_data, mesh_fsdp, mesh_tensor)'
+
+
+def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) mesh axis sizes, the one -1 resolved; ConfigError unless they fill the devices."""
+  q = config.parallel
+  sizes = [q.mesh_data, q.mesh_fsdp, q.mesh_tensor]
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    _check(num_devices % known == 0, _MESH_FIELD, tuple(sizes),
+           f'fixed axis sizes that divide the device count ({num_devices})')
+    sizes[sizes.index(-1)] = num_devices // known
+  _check(math.prod(sizes) == num_devices, _MESH_FIELD, tuple(sizes),
+         f'sizes whose product is the device count ({num_devices})')
+  return tuple(sizes)
 
 
 MODEL_HEADS = ('lm', 'none', 'sequence_classification', 'token_classification',
@@ -308,6 +348,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
          p.microbatches, 'an integer >= 1')
 
   _one_of(config, 'parallel.mode', ('pmap', 'mesh'))
+  for field in ('parallel.mesh_data', 'parallel.mesh_fsdp', 'parallel.mesh_tensor'):
+    v = _get(config, field)
+    _check(isinstance(v, int) and (v >= 1 or v == -1), field, v, 'an integer >= 1, or -1 (the remaining devices)')
+  mesh = (q.mesh_data, q.mesh_fsdp, q.mesh_tensor)
+  _check(mesh.count(-1) <= 1, _MESH_FIELD, mesh, 'at most one axis set to -1')
+  _one_of(config, 'parallel.distributed', ('auto', 'on', 'off'))
+  _check(isinstance(q.num_devices, int) and q.num_devices >= 0, 'parallel.num_devices',
+         q.num_devices, 'an integer >= 0 (0 = all devices)')
+  _check(isinstance(q.num_processes, int) and q.num_processes >= 0, 'parallel.num_processes',
+         q.num_processes, 'an integer >= 0 (0 = from the environment)')
   _check(isinstance(t.steps, int) and t.steps >= 0, 'train.steps', t.steps, 'an integer >= 0')
   _positive(config, 'train.batch_size')
   for field in ('train.eval_every', 'train.log_every', 'train.checkpoint_every',
@@ -315,11 +365,27 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _positive(config, field)
   _positive(config, 'train.eval_steps', strict=False)
   _one_of(config, 'train.nan_policy', ('stop', 'skip'))
+  _one_of(config, 'train.keep_best_by', ('loss', 'accuracy', ''))
+  _positive(config, 'train.peak_flops', strict=False)
+  _check(t.profile_steps == '' or re.fullmatch(r'\d+:\d+', str(t.profile_steps)) is not None
+         and int(t.profile_steps.split(':')[0]) < int(t.profile_steps.split(':')[1]),
+         'train.profile_steps', t.profile_steps, "'' or 'start:end' with start < end (steps)")
   _check(t.batch_size % p.microbatches == 0, 'train.batch_size', t.batch_size,
          f'a multiple of optim.microbatches ({p.microbatches})')
   if num_devices is not None:
-    per_update = num_devices * p.microbatches
-    _check(t.batch_size % per_update == 0, 'train.batch_size', t.batch_size,
-           f'a multiple of devices x microbatches ({num_devices} x {p.microbatches} = {per_update})')
+    if q.num_devices:
+      _check(q.num_devices <= num_devices, 'parallel.num_devices', q.num_devices,
+             f'at most the {num_devices} devices present')
+      num_devices = q.num_devices
+    if q.mode == 'mesh':
+      data, fsdp, _ = mesh_shape(config, num_devices)
+      per_update = data * fsdp * p.microbatches
+      _check(t.batch_size % per_update == 0, 'train.batch_size', t.batch_size,
+             f'a multiple of mesh data x fsdp x microbatches ({data} x {fsdp} x {p.microbatches} '
+             f'= {per_update})')
+    else:
+      per_update = num_devices * p.microbatches
+      _check(t.batch_size % per_update == 0, 'train.batch_size', t.batch_size,
+             f'a multiple of devices x microbatches ({num_devices} x {p.microbatches} = {per_update})')
 
   _one_of(config, 'peft.method', ('none', 'lora', 'prefix', 'adapter'))

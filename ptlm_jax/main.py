@@ -3,9 +3,14 @@ r"""Command-line entry point: parses absl flags and calls one importable functio
   python -m ptlm_jax.main --config=configs/gpt.py:tiny --workdir=runs/gpt \
       --config.train.steps=500 --config.optim.lr=3e-4
 """
+import os
 import sys
 
-from absl import app, flags
+# Before TensorFlow (under TFDS) loads: keep its C++ start-up lines off the console.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # TF only reads TFRecords here
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
 from ptlm_jax import config_lib
@@ -32,6 +37,8 @@ def run(config, workdir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:  # orbax and TFDS log every file at INFO
+    logging.set_verbosity(logging.WARNING)
   try:
     run(FLAGS.config, FLAGS.workdir)
   except config_lib.UserError as e:

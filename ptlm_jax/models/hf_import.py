@@ -227,18 +227,24 @@ def from_pretrained(path: str, **overrides):
   `overrides` may set runtime fields of the model config (RUNTIME_FIELDS), e.g.
   dtype='bfloat16' or scan_layers=True.  Params are unboxed jax arrays.
   """
+  path = _resolve(path)
+  model_config, params = (load_model_dir(path) if _is_model_dir(path) else load_hf(path))
+  model_config, params = apply_runtime_overrides(model_config, params, **overrides)
+  params = jax.tree.map(jnp.asarray, params)
+  return models.build_model(model_config), params, model_config
+
+
+def apply_runtime_overrides(model_config, params, **overrides):
+  """Sets RUNTIME_FIELDS of a loaded model config; (un)stacks layers if scan_layers changes."""
   bad = sorted(set(overrides) - set(RUNTIME_FIELDS))
   if bad:
     raise UserError(f'from_pretrained: cannot override {bad}: expected fields of {RUNTIME_FIELDS}')
-  path = _resolve(path)
-  model_config, params = (load_model_dir(path) if _is_model_dir(path) else load_hf(path))
   was_scanned = model_config.scan_layers
   model_config.update(overrides)
   config_lib.validate_model(model_config)
   if was_scanned != model_config.scan_layers:
     params = (stack.stack_layers if model_config.scan_layers else stack.unstack_layers)(params)
-  params = jax.tree.map(jnp.asarray, params)
-  return models.build_model(model_config), params, model_config
+  return model_config, params
 
 
 # ---------------------------------------------------------------------------

@@ -63,28 +63,54 @@ def init_std(config, role: str) -> float:
   }[role]
 
 
+class DenseGeneral(nn.Module):
+  """y = x · kernel (+ bias), contracting `axis` of x with the leading kernel axes.
+
+  Like `nn.DenseGeneral`, but the kernel is created in its full shape (e.g. D x H x K):
+  flax's version initialises a flattened 2-D kernel and reshapes it, which applies the
+  3-axis logical sharding constraint to a 2-D array and fails under a device mesh.
+  """
+  features: tuple[int, ...]
+  axis: tuple[int, ...]
+  use_bias: bool
+  dtype: Any
+  param_dtype: Any
+  kernel_init: Any
+  bias_init: Any
+  float32_out: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    axis = tuple(a % x.ndim for a in self.axis)
+    kernel = self.param('kernel', self.kernel_init,
+                        tuple(x.shape[a] for a in axis) + self.features, self.param_dtype)
+    dims = ((axis, tuple(range(len(axis)))), ((), ()))
+    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), dims,
+                            preferred_element_type=jnp.float32 if self.float32_out else None)
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, self.features, self.param_dtype)
+      y = y + bias.astype(y.dtype)
+    return y
+
+
 def dense(config, features, names: tuple[str, ...], role: str, *, axis=-1,
           use_bias: bool | None = None, float32_out: bool = False,
-          name: str | None = None) -> nn.DenseGeneral:
+          name: str | None = None) -> DenseGeneral:
   """A DenseGeneral with logical names on its kernel (and bias): the one projection used.
 
   `names` name every kernel axis, inputs first (e.g. ('embed', 'heads', 'kv')).  T5 has
   no biases; BERT and GPT-2 do.  `float32_out` accumulates and returns float32 (logits).
   """
   features = features if isinstance(features, tuple) else (features,)
+  axis = axis if isinstance(axis, tuple) else (axis,)
   if use_bias is None:
     use_bias = config.family != 't5'
   bias_names = names[-len(features):]
-  extra = {}
-  if float32_out:
-    extra['dot_general'] = functools.partial(jax.lax.dot_general,
-                                             preferred_element_type=jnp.float32)
-  return nn.DenseGeneral(
+  return DenseGeneral(
       features=features, axis=axis, use_bias=use_bias, dtype=dtype(config),
-      param_dtype=param_dtype(config),
-      kernel_init=init(init_std(config, role), names),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, bias_names), name=name,
-      **extra)
+      param_dtype=param_dtype(config), kernel_init=init(init_std(config, role), names),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, bias_names),
+      float32_out=float32_out, name=name)
 
 
 def embedding(config, num: int, names: tuple[str, ...], role: str = 'embed',

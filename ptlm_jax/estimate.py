@@ -1,0 +1,228 @@
+r"""Training cost before you train: parameters, FLOPs, memory, time, energy, CO2 and money.
+
+  python -m ptlm_jax.estimate --config=configs/gpt.py:base --accelerator=h100 \
+      --num_devices=8 --tokens=10e9
+  python -m ptlm_jax.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 \
+      --num_devices=10000 --tokens=300e9 --mfu=0.197 --pue=1.1 --grid_kg_per_kwh=0.429
+
+Parameters and FLOPs come from the model code itself (`jax.eval_shape` of the config's
+model, no allocation; flops.py's formula, the one the trainer reports MFU with). Time is
+FLOPs / (devices x peak x MFU); energy is device-hours x average power x PUE; CO2 is
+energy x grid intensity; cost is device-hours x price. Memory per device follows
+Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
+Models", eq. 1-2) for activations, with params, gradients and optimizer state sharded
+over `parallel.mesh_fsdp x mesh_tensor` in mesh mode and replicated under pmap.
+
+The second command reproduces the handout's GPT-3 figures (1,287 MWh, 552 t CO2) from the
+setting Patterson et al. 2021 report: 10,000 V100s sustaining 24.6 TFLOP/s each (19.7% of
+the 125 TFLOP/s peak), 330 W average per GPU with its server share, PUE 1.1, 0.429 kg CO2/kWh.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ptlm_jax import config_lib
+
+# name -> (dense bf16/fp16 peak FLOP/s per device, average power W per device, USD per
+# device-hour). Peaks are vendor figures; power is board TDP (V100: Patterson et al.'s
+# measured 330 W with server share); prices are on-demand list prices (2024-25, rough).
+ACCELERATORS = {
+    'v100': (125e12, 330.0, 1.30),
+    'a100': (312e12, 400.0, 3.00),
+    'h100': (989e12, 700.0, 4.00),
+    'tpu-v4': (275e12, 192.0, 3.22),
+    'tpu-v5e': (197e12, 200.0, 1.20),
+    'tpu-v5p': (459e12, 350.0, 4.20),
+}
+_BYTES = {'float32': 4, 'bfloat16': 2}
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class Estimate:
+  params_total: int
+  params_trainable: int
+  flops_per_token: float
+  flops_per_step: float
+  memory_bytes: dict[str, float]
+  device_hours: float
+  days: float
+  energy_kwh: float
+  co2_kg: float
+  cost_usd: float
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+
+def _abstract_params(model_config):
+  from ptlm_jax import models  # pylint: disable=g-import-not-at-top  (heavy: flax)
+  return models.abstract_params(model_config)
+
+
+def _optimizer_bytes(config, shapes: list[tuple[int, ...]], trainable: int) -> float:
+  """Optimizer state bytes: AdamW two moments, SGD momentum, Adafactor factored rows+cols."""
+  name = config.optim.optimizer
+  if name == 'adamw':
+    return 8.0 * trainable
+  if name == 'sgd':
+    return 4.0 * trainable
+  total = 0  # adafactor (optax.adafactor, min_dim_size_to_factor=128)
+  for shape in shapes:
+    big = [d for d in shape if d >= 128]
+    total += (sum(sorted(shape)[-2:]) if len(big) >= 2 else int(np.prod(shape)))
+  return 4.0 * total
+
+
+def _activation_bytes(config, rows: int, remat: bool) -> float:
+  """Korthikanti et al. 2022 per-layer activations, scaled from 16-bit to model.dtype."""
+  m, scale = config.model, _BYTES[config.model.dtype] / 2
+  d, a = m.d_model, m.num_heads
+
+  def per_layer(s, b, cross_s=0):
+    if remat:  # only each layer's input is kept; one layer is recomputed at a time
+      return 2 * s * b * d
+    attention = 5 * a * (s + cross_s) / d  # self-attention scores (and cross: s x S)
+    return s * b * d * (34 + attention + (34 if cross_s else 0))
+
+  s = config.data.seq_len
+  if m.family == 't5':
+    t = config.objective.targets_length or max(1, round(s * 0.25))
+    layers = m.num_layers * per_layer(s, rows) + m.num_decoder_layers * per_layer(t, rows, s)
+    logits_positions = t
+  else:
+    layers = m.num_layers * per_layer(s, rows)
+    logits_positions = (config.objective.max_predictions if m.family == 'bert' else s)
+  logits = 2 * 4 * rows * logits_positions * m.vocab_size  # float32 logits and their gradient
+  return scale * layers + logits
+
+
+def estimate(config, accelerator: str, num_devices: int, tokens: float, mfu: float,
+             pue: float, grid_kg_per_kwh: float, peak_flops: float = 0.0,
+             power_watts: float = 0.0, price_per_hour: float = -1.0) -> Estimate:
+  """The whole estimate for `tokens` training tokens (see the module docstring)."""
+  from ptlm_jax import flops  # pylint: disable=g-import-not-at-top
+  if accelerator not in ACCELERATORS:
+    raise config_lib.ConfigError('accelerator', accelerator, f'one of {sorted(ACCELERATORS)}')
+  for name, value in (('num_devices', num_devices), ('tokens', tokens), ('mfu', mfu), ('pue', pue)):
+    if not value > 0:
+      raise config_lib.ConfigError(name, value, 'a number > 0')
+  if mfu > 1:
+    raise config_lib.ConfigError('mfu', mfu, 'a fraction in (0, 1]')
+  peak, power, price = ACCELERATORS[accelerator]
+  peak, power = peak_flops or peak, power_watts or power
+  price = price if price_per_hour < 0 else price_per_hour
+
+  boxed = _abstract_params(config.model)
+  counts = flops.count_params(boxed)
+  shapes = [tuple(x.shape) for x in jax.tree.leaves(boxed)]
+  trainable = counts['params_total']
+  t = config.train
+  seq = config.data.seq_len
+  target = (config.objective.targets_length or max(1, round(seq * 0.25))) if config.model.family == 't5' else 0
+  output = config.objective.max_predictions if config.model.family == 'bert' else 0
+  step = flops.flops_per_step(config.model, counts, t.batch_size, seq, target_length=target,
+                              output_length=output)
+  step_flops = step['model'] + step['head']
+  step_tokens = t.batch_size * seq
+  per_token = step_flops / step_tokens
+
+  shard = 1
+  if config.parallel.mode == 'mesh':
+    shard = max(1, config.parallel.mesh_fsdp) * max(1, config.parallel.mesh_tensor)
+  rows = max(1, t.batch_size // num_devices // config.optim.microbatches)
+  memory = {
+      'params': counts['params_total'] * _BYTES[config.model.param_dtype] / shard,
+      'gradients': trainable * 4.0 / shard,
+      'optimizer': _optimizer_bytes(config, shapes, trainable) / shard,
+      'activations': _activation_bytes(config, rows, remat=False),
+      'activations_remat': _activation_bytes(config, rows, remat=True),
+  }
+  device_seconds = per_token * tokens / (peak * mfu)
+  device_hours = device_seconds / 3600
+  energy_kwh = device_hours * power / 1000 * pue
+  return Estimate(
+      params_total=counts['params_total'], params_trainable=trainable,
+      flops_per_token=per_token, flops_per_step=step_flops, memory_bytes=memory,
+      device_hours=device_hours, days=device_seconds / num_devices / 86400,
+      energy_kwh=energy_kwh, co2_kg=energy_kwh * grid_kg_per_kwh,
+      cost_usd=device_hours * price)
+
+
+def co2_kg_for_energy(energy_kwh: float, grid_kg_per_kwh: float = 0.429) -> float:
+  """CO2 of an energy figure: the handout's 'fine-tuning uses 10 MWh' question."""
+  return energy_kwh * grid_kg_per_kwh
+
+
+def _gib(n: float) -> str:
+  return f'{n / 2**30:,.2f} GiB'
+
+
+def report(e: Estimate, config, accelerator: str, num_devices: int, tokens: float) -> str:
+  m = e.memory_bytes
+  total = m['params'] + m['gradients'] + m['optimizer']
+  lines = [
+      f'model            {config.model.family}, d_model {config.model.d_model}, '
+      f'{config.model.num_layers} layers, vocab {config.model.vocab_size}',
+      f'parameters       {e.params_total:,} total, {e.params_trainable:,} trainable '
+      f'({100 * e.params_trainable / e.params_total:.2f}%)',
+      f'FLOPs            {e.flops_per_token:.4g} per token, {e.flops_per_step:.4g} per step '
+      f'(batch {config.train.batch_size} x {config.data.seq_len})',
+      f'memory / device  params {_gib(m["params"])}, gradients {_gib(m["gradients"])}, '
+      f'optimizer {_gib(m["optimizer"])} ({config.optim.optimizer})',
+      f'                 activations {_gib(m["activations"])} (remat: {_gib(m["activations_remat"])}); '
+      f'total {_gib(total + m["activations"])} (remat: {_gib(total + m["activations_remat"])})',
+      f'budget           {tokens:.4g} tokens on {num_devices:,} x {accelerator}',
+      f'time             {e.days:,.2f} days ({e.device_hours:,.0f} device-hours)',
+      f'energy           {e.energy_kwh / 1000:,.1f} MWh',
+      f'CO2              {e.co2_kg / 1000:,.1f} t',
+      f'cost             ${e.cost_usd:,.0f}',
+  ]
+  return '\n'.join(lines)
+
+
+def _define_flags():
+  config_flags.DEFINE_config_file('config', None, 'Config file and variant, e.g. configs/gpt.py:base.')
+  flags.DEFINE_enum('accelerator', 'h100', sorted(ACCELERATORS), 'Device type (peak, power, price).')
+  flags.DEFINE_integer('num_devices', 8, 'Devices training together.')
+  flags.DEFINE_float('tokens', 1e9, 'Training tokens.')
+  flags.DEFINE_float('mfu', 0.4, 'Model FLOPs utilisation the run sustains (fraction of peak).')
+  flags.DEFINE_float('pue', 1.1, 'Data-centre power usage effectiveness.')
+  flags.DEFINE_float('grid_kg_per_kwh', 0.429, 'Grid carbon intensity, kg CO2 per kWh (US average, Patterson et al.).')
+  flags.DEFINE_float('peak_flops', 0.0, 'Override the peak FLOP/s per device.')
+  flags.DEFINE_float('power_watts', 0.0, 'Override the average power per device.')
+  flags.DEFINE_float('price_per_hour', -1.0, 'Override USD per device-hour.')
+  flags.DEFINE_bool('json', False, 'Print one JSON line instead of the table.')
+  flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  del argv
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    config = FLAGS.config
+    config_lib.validate(config)
+    e = estimate(config, FLAGS.accelerator, FLAGS.num_devices, FLAGS.tokens, FLAGS.mfu, FLAGS.pue,
+                 FLAGS.grid_kg_per_kwh, FLAGS.peak_flops, FLAGS.power_watts, FLAGS.price_per_hour)
+  except config_lib.UserError as err:
+    print(f'error: {err}', file=sys.stderr)
+    sys.exit(2)
+  if FLAGS.json:
+    print(json.dumps(e.to_dict()))
+  else:
+    print(report(e, config, FLAGS.accelerator, FLAGS.num_devices, FLAGS.tokens))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
