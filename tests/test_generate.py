@@ -214,6 +214,13 @@ def test_beam_search_beats_greedy_on_a_trap(alpha):
   assert np.asarray(out.beam_tokens_BxWxG)[0, 1].tolist() == [3, 6, EOS]
 
 
+def test_greedy_breaks_ties_towards_the_lower_id():
+  probs = np.full((8, 8), 0.01)
+  probs[2, [6, 4, 5]] = 0.3  # 4, 5 and 6 tie; numpy, torch and HF take the first
+  model, _ = bigram(probs)
+  assert run(model, [[2]], generate.Options(max_new_tokens=1))[0].tolist() == [[4]]
+
+
 def test_one_beam_equals_greedy_on_a_trap():
   model, _ = _trap()
   o = generate.Options('beam', num_beams=1, max_new_tokens=3)
