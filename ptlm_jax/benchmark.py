@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,29 @@ flags.DEFINE_string('peer_script', '/work/shared/bench/peers/hf_flax_train.py',
 # The peer harness's `small` preset (shared/bench/peers/common.py).
 SMALL_GPT = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, head_dim=64,
                  d_ff=1024, max_len=512)
+
+
+def _cpu_times() -> tuple[float, float, float, float]:
+  """(wall s, busy s of every CPU, hypervisor-stolen s, this process's CPU s); Linux."""
+  try:
+    with open('/proc/stat') as f:
+      fields = [int(x) for x in f.readline().split()[1:]]
+  except OSError:
+    fields = [0] * 8
+  hz = os.sysconf('SC_CLK_TCK')
+  busy = sum(fields[i] for i in (0, 1, 2, 5, 6)) / hz  # user nice system irq softirq
+  steal = (fields[7] if len(fields) > 7 else 0) / hz
+  own = resource.getrusage(resource.RUSAGE_SELF)
+  return time.perf_counter(), busy, steal, own.ru_utime + own.ru_stime
+
+
+def _load(before, after) -> dict:
+  """CPU used by other processes and stolen while timing, as fractions of all CPUs: on a
+  shared machine, read throughput next to these (the peer harness records the same)."""
+  capacity = (after[0] - before[0]) * (os.cpu_count() or 1)
+  own = after[3] - before[3]
+  return dict(foreign_cpu_frac=round(max(0.0, after[1] - before[1] - own) / capacity, 4),
+              steal_frac=round((after[2] - before[2]) / capacity, 4))
 
 
 def _versions() -> dict:
@@ -78,17 +102,18 @@ def bench_generate(batch: int, prompt_len: int, new_tokens: int, runs: int) -> d
   tokens = call()
   first = time.perf_counter() - start
   assert tokens.shape == (batch, new_tokens), tokens.shape
-  times = []
+  times, before = [], _cpu_times()
   for _ in range(runs):
     start = time.perf_counter()
     call()
     times.append(time.perf_counter() - start)
+  load = _load(before, _cpu_times())
   median = statistics.median(times)
   return dict(peer='ptlm_jax', kind='generate', family='gpt', config='small', gen_batch=batch,
               prompt_len=prompt_len, new_tokens=new_tokens, first_call_s=round(first, 3),
               gen_s_median=round(median, 4), gen_s_min=round(min(times), 4), runs=runs,
               new_tokens_per_s=round(batch * new_tokens / median, 1),
-              ms_per_token_step=round(median / new_tokens * 1e3, 3), **_versions())
+              ms_per_token_step=round(median / new_tokens * 1e3, 3), **load, **_versions())
 
 
 MODES = {'generate': bench_generate}

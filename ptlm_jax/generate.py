@@ -73,6 +73,8 @@ class Options:
   early_stopping: bool | str = False  # beam: True | False | 'never' (module docstring)
   repetition_penalty: float = 1.0    # > 1 discourages tokens already present (1 = off)
   no_repeat_ngram_size: int = 0      # ban repeating any n-gram of this size (0 = off)
+  token_limit: int = 0               # ids >= this are never produced: embedding rows past
+                                     # the tokenizer's vocabulary (0 = no limit)
   eos_id: int | None = 1             # ends a row (None: rows run to max_new_tokens)
   pad_id: int = 0                    # fills a row after its EOS
   decoder_start_id: int = 0          # T5: the decoder's first input
@@ -101,13 +103,18 @@ class Options:
     check(self.repetition_penalty > 0, 'repetition_penalty', 'a number > 0 (1 = off)')
     check(is_int(self.no_repeat_ngram_size) and self.no_repeat_ngram_size >= 0,
           'no_repeat_ngram_size', 'an integer >= 0 (0 = off)')
+    check(is_int(self.token_limit) and self.token_limit >= 0, 'token_limit',
+          'an integer >= 0 (0 = no limit)')
     if vocab_size is not None:
       for field in ('eos_id', 'pad_id', 'decoder_start_id'):
         value = getattr(self, field)
         check(value is None and field == 'eos_id' or is_int(value) and 0 <= value < vocab_size,
               field, f'a token id in [0, {vocab_size})')
+      usable = min(self.token_limit or vocab_size, vocab_size)
+      check(self.token_limit == 0 or usable > max(self.eos_id or 0, 1), 'token_limit',
+            'above the EOS id')
       if self.strategy == 'beam':
-        check(2 * self.num_beams <= vocab_size, 'num_beams', f'<= vocab_size / 2 = {vocab_size // 2}')
+        check(2 * self.num_beams <= usable, 'num_beams', f'<= usable vocab / 2 = {usable // 2}')
 
 
 class Output(NamedTuple):
@@ -168,7 +175,8 @@ def _ngram_bans_BxV(hist_BxM, cur_len_B, n: int, vocab: int):
 
 
 def process_logits(logits_BxV, hist_BxM, cur_len_B, step, o: Options):
-  """Repetition penalty, no-repeat n-gram and min_new_tokens (HF's processors, its order).
+  """Repetition penalty, no-repeat n-gram and min_new_tokens (HF's processors, its order),
+  then the token limit.
 
   hist_BxM holds each row's prompt (T5: the decoder start) then its new tokens;
   cur_len_B entries of it are filled; `step` new tokens exist so far.
@@ -184,6 +192,8 @@ def process_logits(logits_BxV, hist_BxM, cur_len_B, step, o: Options):
   if o.min_new_tokens and o.eos_id is not None:
     eos_B = jnp.where(step < o.min_new_tokens, -jnp.inf, logits_BxV[:, o.eos_id])
     logits_BxV = logits_BxV.at[:, o.eos_id].set(eos_B)
+  if 0 < o.token_limit < vocab:
+    logits_BxV = logits_BxV.at[:, o.token_limit:].set(-jnp.inf)
   return logits_BxV
 
 
@@ -534,9 +544,8 @@ def run_cli(workdir: str, prompts: list[str], fill_mask_text: str | None, option
   if loaded.model_config.family == 'bert':
     raise config_lib.UserError(f'{workdir} is a BERT model: it fills masks (--fill_mask="... '
                                '[MASK] ..."), it does not continue a --prompt')
-  options = dataclasses.replace(options, eos_id=loaded.codec.eos_id, pad_id=loaded.codec.pad_id,
-                                decoder_start_id=loaded.codec.decoder_start_id)
-  texts = inference.generate_text(loaded, prompts, options, seed=seed)
+  texts = inference.generate_text(loaded, prompts, inference.options_for(loaded, options),
+                                  seed=seed)
   if loaded.model_config.family == 't5':
     return '\n'.join(f'{p} -> {t}' if len(prompts) > 1 else t for p, t in zip(prompts, texts))
   return '\n\n'.join(texts)

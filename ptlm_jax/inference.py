@@ -51,6 +51,7 @@ class Codec:
   decoder_start_id: int = 0
   mask_id: int | None = None
   path: str = ''
+  size: int = 0                        # ids the tokenizer can decode (0 = unknown)
 
 
 class Loaded(NamedTuple):
@@ -82,7 +83,7 @@ def _project_codec(tok: tokenizer_lib.Tokenizer, family: str) -> Codec:
     return out + ([vocab.EOS_ID] if family in ('t5', 'bert') else [])
 
   return Codec(encode, tok.decode, tok.id_to_piece, vocab.EOS_ID, vocab.PAD_ID, vocab.PAD_ID,
-               vocab.MASK_ID, tok.path)
+               vocab.MASK_ID, tok.path, info.size)
 
 
 class _SentencePieceT5:
@@ -180,7 +181,7 @@ def _file_codec(path: str, family: str, hf_config: dict) -> Codec:
         raise
     t5 = _SentencePieceT5(path)  # an HF T5 vocabulary (its own special ids)
     ids = dict(dict(eos_id=1, pad_id=0, decoder_start_id=0), **_ids_from_hf_config(hf_config, family))
-    return Codec(t5.encode, t5.decode, t5.token, **ids, path=path)
+    return Codec(t5.encode, t5.decode, t5.token, **ids, path=path, size=t5.size + 100)
   kind = {'tokenizer.json': 'json', 'vocab.txt': 'wordpiece', 'vocab.json': 'bpe'}.get(name)
   if kind is None and name.endswith('.json'):
     kind = 'json'
@@ -194,7 +195,8 @@ def _file_codec(path: str, family: str, hf_config: dict) -> Codec:
     ids['eos_id'] = tok.token_to_id('</s>') or tok.token_to_id('<|endoftext|>')
   return Codec(lambda text: tok.encode(text).ids,
                lambda ids: tok.decode(list(ids), skip_special_tokens=True),
-               lambda i: tok.id_to_token(i) or str(i), mask_id=mask_id, path=path, **ids)
+               lambda i: tok.id_to_token(i) or str(i), mask_id=mask_id, path=path,
+               size=tok.get_vocab_size(), **ids)
 
 
 def _find_tokenizer_file(directory: str) -> str | None:
@@ -265,11 +267,11 @@ def _batch(id_lists: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarr
   return batch, lengths
 
 
-def options_for(loaded: Loaded, **fields) -> generate.Options:
-  """generate.Options with the codec's EOS, pad and decoder start ids."""
+def options_for(loaded: Loaded, options: generate.Options) -> generate.Options:
+  """`options` with the codec's EOS, pad and decoder start ids, limited to ids it decodes."""
   c = loaded.codec
-  return generate.Options(eos_id=c.eos_id, pad_id=c.pad_id, decoder_start_id=c.decoder_start_id,
-                          **fields)
+  return dataclasses.replace(options, eos_id=c.eos_id, pad_id=c.pad_id,
+                             decoder_start_id=c.decoder_start_id, token_limit=c.size)
 
 
 def generate_text(loaded: Loaded, prompts: list[str], options: generate.Options,

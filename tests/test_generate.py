@@ -115,6 +115,12 @@ def test_no_repeat_ngram_hf_semantics(n, hist, cur_len, banned):
   assert set(np.flatnonzero(np.isinf(np.asarray(out[0])))) == banned
 
 
+def test_token_limit_bans_ids_past_the_tokenizer():
+  out = generate.process_logits(jnp.arange(6.0)[None], jnp.zeros((1, 4), jnp.int32),
+                                jnp.array([1]), 0, generate.Options(token_limit=4))
+  assert np.isinf(np.asarray(out[0, 4:])).all() and np.isfinite(np.asarray(out[0, :4])).all()
+
+
 def test_min_new_tokens_bans_eos_until_reached():
   logits, hist = jnp.zeros((1, 4)), jnp.zeros((1, 6), jnp.int32)
   o = generate.Options(min_new_tokens=2)

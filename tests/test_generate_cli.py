@@ -95,7 +95,9 @@ def test_cli_prints_what_generate_gives(workdirs, tok, family, strategy):
   batch = np.zeros((2, max(map(len, ids))), np.int32)
   for r, row in enumerate(ids):
     batch[r, :len(row)] = row
-  out = generate.generate(loaded.model, params, batch, [len(i) for i in ids], o,
+  assert inference.options_for(loaded, o).token_limit == tok.vocab_info.size < 1024
+  out = generate.generate(loaded.model, params, batch, [len(i) for i in ids],
+                          inference.options_for(loaded, o),
                           rng=jax.random.key(3))
   texts = []
   for r in range(2):
@@ -160,7 +162,7 @@ def test_hf_t5_dir_reads_spiece_model(tmp_path):
   printed = generate.run_cli(path, ['the cat <extra_id_0> on the mat'], None,
                              _options(strategy='beam'))
   out = generate.generate(loaded.model, loaded.params, np.array([ids]), [len(ids)],
-                          _options(strategy='beam'))
+                          inference.options_for(loaded, _options(strategy='beam')))
   new = [t for t in np.asarray(out.tokens_BxG[0, :out.lengths_B[0]]).tolist() if t != 1]
   assert printed == loaded.codec.decode(new)
 
