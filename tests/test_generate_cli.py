@@ -89,7 +89,7 @@ def test_cli_prints_what_generate_gives(workdirs, tok, family, strategy):
   path, params = workdirs[family]
   prompts = ['Once upon a time', 'The cat <extra_id_0> on the mat.']
   o = _options(strategy=strategy, num_beams=2, temperature=0.8)
-  printed = generate.run_cli(path, prompts, None, o, seed=3)
+  printed = inference.run_cli(path, prompts, None, o, seed=3)
   loaded = inference.load(path)
   ids = [loaded.codec.encode(p) for p in prompts]
   batch = np.zeros((2, max(map(len, ids))), np.int32)
@@ -111,7 +111,7 @@ def test_cli_prints_what_generate_gives(workdirs, tok, family, strategy):
 
 def test_fill_mask_probabilities(workdirs, tok):
   path, params = workdirs['bert']
-  printed = generate.run_cli(path, [], 'The cat sat on the [MASK] and the [MASK].', _options(),
+  printed = inference.run_cli(path, [], 'The cat sat on the [MASK] and the [MASK].', _options(),
                              top_k=3)
   lines = printed.splitlines()
   assert lines[0] == 'The cat sat on the [MASK] and the [MASK].'
@@ -136,8 +136,8 @@ def test_model_dir_with_its_tokenizer(workdirs, tok, tmp_path):
     inference.load(str(tmp_path / 'm'))
   shutil.copy(tok.path, tmp_path / 'm' / 'tokenizer.model')
   o = _options()
-  assert (generate.run_cli(str(tmp_path / 'm'), ['Once upon a time'], None, o)
-          == generate.run_cli(path, ['Once upon a time'], None, o))
+  assert (inference.run_cli(str(tmp_path / 'm'), ['Once upon a time'], None, o)
+          == inference.run_cli(path, ['Once upon a time'], None, o))
 
 
 def _hf_t5_dir(tmp_path):
@@ -159,7 +159,7 @@ def test_hf_t5_dir_reads_spiece_model(tmp_path):
   assert ids == sp.encode('the cat') + [n + 99] + sp.encode('on the mat') + [1]  # as HF T5
   assert loaded.codec.decode([n + 99] + sp.encode('sat') + [n + 98]) == (
       '<extra_id_0> sat <extra_id_1>')
-  printed = generate.run_cli(path, ['the cat <extra_id_0> on the mat'], None,
+  printed = inference.run_cli(path, ['the cat <extra_id_0> on the mat'], None,
                              _options(strategy='beam'))
   out = generate.generate(loaded.model, loaded.params, np.array([ids]), [len(ids)],
                           inference.options_for(loaded, _options(strategy='beam')))
@@ -176,10 +176,10 @@ def test_hf_gpt2_dir_with_tokenizers_library(tmp_path):
   loaded = inference.load(str(tmp_path / 'gpt2'))
   assert loaded.codec.eos_id == 1  # from the fixture's config.json
   assert loaded.codec.encode('once upon a time') == bpe.encode('once upon a time').ids
-  printed = generate.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options())
+  printed = inference.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options())
   assert printed.startswith('once upon a time')
   bpe.save(str(tmp_path / 'tokenizer.json'))
-  same = generate.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options(),
+  same = inference.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options(),
                           tokenizer=str(tmp_path / 'tokenizer.json'))
   assert same == printed
 
@@ -196,23 +196,23 @@ def test_missing_tokenizers_library_is_a_user_error(tmp_path, monkeypatch):
 @pytest.mark.parametrize('args, message', [
     (dict(workdir='/nonexistent/run', prompts=['x']), 'no such directory'),
     (dict(workdir='BERT', prompts=['x']), 'it fills masks'),
-    (dict(workdir='GPT', fill_mask_text='a [MASK]'), 'needs a BERT masked-LM'),
-    (dict(workdir='GPT', prompts=['x'], fill_mask_text='a [MASK]'), 'not both'),
+    (dict(workdir='GPT', fill_mask='a [MASK]'), 'needs a BERT masked-LM'),
+    (dict(workdir='GPT', prompts=['x'], fill_mask='a [MASK]'), 'not both'),
     (dict(workdir='GPT', prompts=['x'], options=generate.Options(top_p=2.0)), 'top_p=2.0'),
     (dict(workdir='GPT', prompts=['x'], tokenizer='/nonexistent.model'), 'no such file'),
     (dict(workdir='GPT', prompts=['x'] * 1, options=generate.Options(max_new_tokens=99)),
      "exceeds the model's 64 positions"),
-    (dict(workdir='BERT', fill_mask_text='no mask here'), 'has no \\[MASK\\]'),
+    (dict(workdir='BERT', fill_mask='no mask here'), 'has no \\[MASK\\]'),
 ])
 def test_user_errors(workdirs, args, message):
   args = dict(args)
   args['workdir'] = {'GPT': workdirs['gpt'][0], 'BERT': workdirs['bert'][0]}.get(
       args['workdir'], args['workdir'])
   args.setdefault('prompts', [])
-  args.setdefault('fill_mask_text', None)
+  args.setdefault('fill_mask', None)
   args.setdefault('options', _options())
   with pytest.raises(config_lib.UserError, match=message):
-    generate.run_cli(**args)
+    inference.run_cli(**args)
 
 
 def test_command_line_errors_are_one_line_and_exit_2():
