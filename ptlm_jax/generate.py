@@ -275,6 +275,9 @@ def _t5_start(model, params, prompt_BxS, lengths_B, o: Options) -> _Start:
 
 def _family_fns(model) -> tuple[Callable, Callable]:
   family = model.config.family
+  if model.config.head != 'lm':
+    raise config_lib.UserError(f'model.head={model.config.head!r} cannot generate text: expected '
+                               "'lm' (a task head predicts labels, not tokens)")
   if family == 'gpt':
     return _gpt_start, functools.partial(_gpt_step, model)
   if family == 't5':

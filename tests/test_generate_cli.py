@@ -184,6 +184,23 @@ def test_hf_gpt2_dir_with_tokenizers_library(tmp_path):
   assert same == printed
 
 
+def test_hf_bert_dir_fills_masks_with_wordpiece(tmp_path):
+  pytest.importorskip('tokenizers')
+  shutil.copytree(os.path.join(HF, 'bert_mlm'), tmp_path / 'bert')
+  words = sorted(set(TEXT.split()))
+  vocab_txt = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + words  # as BERT's vocab.txt
+  (tmp_path / 'bert' / 'vocab.txt').write_text('\n'.join(vocab_txt) + '\n')
+  loaded = inference.load(str(tmp_path / 'bert'))
+  ids = loaded.codec.encode('the cat sat on the [MASK] .')
+  word = {w: i for i, w in enumerate(vocab_txt)}
+  assert ids == [2] + [word[w] for w in 'the cat sat on the'.split()] + [4, word['.'], 3]
+  assert loaded.codec.mask_id == 4 and loaded.codec.eos_id is None
+  (choices,) = inference.fill_mask_text(loaded, 'the cat sat on the [MASK] .', top_k=3)
+  (row,) = generate.fill_mask(loaded.model, loaded.params, np.array([ids]), [len(ids)], 4, 3)
+  assert [p for _, p in choices] == [p for _, p in row[0][1]]
+  assert [t for t, _ in choices] == [loaded.codec.token(i) for i, _ in row[0][1]]
+
+
 def test_missing_tokenizers_library_is_a_user_error(tmp_path, monkeypatch):
   shutil.copytree(os.path.join(HF, 'gpt2'), tmp_path / 'gpt2')
   (tmp_path / 'gpt2' / 'vocab.json').write_text('{}')
