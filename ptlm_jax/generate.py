@@ -479,6 +479,7 @@ def generate(model, params, prompt_BxL, lengths_B, options: Options = Options(),
   rng: a jax key (sampling only; default key 0).  Compiles once per shape and options.
   """
   options.validate(model.config.vocab_size)
+  _family_fns(model)  # a BERT or a task head: UserError before anything is traced
   prompt_BxL = jnp.asarray(prompt_BxL, jnp.int32)
   check_prompts(model.config, lengths_B, prompt_BxL.shape[1], options)
   rng = jax.random.key(0) if rng is None else rng
