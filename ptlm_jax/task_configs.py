@@ -57,6 +57,9 @@ def start(arg: str, task: str) -> ml_collections.ConfigDict:
     c.task.format = 'text' if 'text' in flags else 'head' if 'head' in flags else default
   else:
     c.task.format = 'head' if task in ('ner', 'qa') else 'text'
+    if flags & {'head', 'text'} - {c.task.format}:
+      raise config_lib.ConfigError('config argument', arg, f'no head/text choice: {task} '
+                                   f'always uses the {c.task.format} format')
   return c
 
 

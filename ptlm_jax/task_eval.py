@@ -72,8 +72,12 @@ def _texts(tokenizer, tokens_BxG) -> list[str]:
 
 
 def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *,
-                    generate_fn: Callable = library_generate) -> Callable[[Any], dict]:
-  """extra_eval(params) -> {'task_<metric>': value} on `data` (see the module docstring)."""
+                    generate_fn: Callable | None = None) -> Callable[[Any], dict]:
+  """extra_eval(params) -> {'task_<metric>': value} on `data` (see the module docstring).
+
+  generate_fn(model, params, prompt_BxL, lengths_B, max_new_tokens) -> tokens_BxG; None =
+  `library_generate`, looked up when it runs.
+  """
   t, batch_size, rows = config.task, config.train.batch_size, len(data.examples)
   predict = _predict_fn(model, objective)
   num_rows = len(data.features['tokens'])
@@ -138,7 +142,8 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
       if have < batch_size:  # one compiled shape: pad with copies of the first row
         prompt_BxL = np.concatenate([prompt_BxL, np.repeat(prompt_BxL[:1], batch_size - have, 0)])
         lengths_B = np.concatenate([lengths_B, np.repeat(lengths_B[:1], batch_size - have)])
-      tokens_BxG = generate_fn(model, params, prompt_BxL, lengths_B, t.target_length)
+      tokens_BxG = (generate_fn or library_generate)(model, params, prompt_BxL, lengths_B,
+                                                     t.target_length)
       outputs += _texts(tokenizer, tokens_BxG)[:have]
     references = data.host['references']
     return (task_metrics.rouge if metric == 'rouge' else task_metrics.bleu)(outputs, references)
