@@ -109,16 +109,8 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
   def ner(params):
     names = tasks.label_names(config)
     logits_NxLxC, _, _ = _outputs(predict, params, data.features, batch_size, num_rows)
-    best_NxL = logits_NxLxC.argmax(-1)
-    word_index = data.host['word_index']
-    true, pred = [], []
-    for i, ex in enumerate(data.examples):
-      tags = ['O'] * len(ex['tokens'])  # words cut off by the row length stay 'O'
-      for position in np.nonzero(word_index[i] >= 0)[0]:
-        tags[word_index[i, position]] = names[best_NxL[i, position]]
-      true.append([names[k] for k in ex[t.target_field]])
-      pred.append(tags)
-    return task_metrics.entity_f1(true, pred)
+    true = [[names[k] for k in ex[t.target_field]] for ex in data.examples]
+    return task_metrics.entity_f1(true, word_tags(data, logits_NxLxC.argmax(-1), names))
 
   def qa(params):
     (start_FxL, end_FxL), _, _ = _outputs(predict, params, data.features, batch_size, num_rows)
@@ -155,6 +147,17 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
     return {f'task_{k}': float(v) for k, v in run(_one_device_if_replicated(params)).items()}
 
   return extra_eval
+
+
+def word_tags(data: tasks.TaskData, best_NxL: np.ndarray, names: list[str]) -> list[list[str]]:
+  """Each word's predicted tag: the class of its first sub-word ('O' if it was cut off)."""
+  word_index, out = data.host['word_index'], []
+  for i, ex in enumerate(data.examples):
+    tags = ['O'] * len(ex['tokens'])
+    for position in np.nonzero(word_index[i] >= 0)[0]:
+      tags[word_index[i, position]] = names[best_NxL[i, position]]
+    out.append(tags)
+  return out
 
 
 def _one_device_if_replicated(params):
