@@ -195,8 +195,8 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
 
   # --- task (fine-tuning; configs/finetune/*.py set it) ---------------------
   c.task = k = ml_collections.ConfigDict()
-  k.name = ''                            # '' (pretraining) | classification | ner | qa | summarization | translation
-  k.dataset = ''                         # TFDS name: rotten_tomatoes, glue/sst2, conll2003, shakespeare_ner, squad, shakespeare_qa, news_headlines, wmt14_translate/de-en, ...
+  k.name = ''                            # '' | classification | ner | qa | summarization | translation
+  k.dataset = ''                         # TFDS name: rotten_tomatoes, squad, conll2003, ...
   k.format = 'head'                      # head (task head on the backbone) | text (T5 text-to-text, GPT continuation)
   k.input_fields = 'text'                # comma-separated input features; two make a pair ('question,context')
   k.target_field = 'label'               # label / tag sequence / answers / target text feature

@@ -129,7 +129,8 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
       keep_NxL = np.arange(features['tokens'].shape[1])[None, :] < lengths_N[:, None]
       prompts_NxL = (features['tokens'] * keep_NxL)[:, :int(lengths_N.max())]
     for start in range(0, rows, batch_size):
-      prompt_BxL, lengths_B = prompts_NxL[start:start + batch_size], lengths_N[start:start + batch_size]
+      prompt_BxL = prompts_NxL[start:start + batch_size]
+      lengths_B = lengths_N[start:start + batch_size]
       have = len(lengths_B)
       if have < batch_size:  # one compiled shape: pad with copies of the first row
         prompt_BxL = np.concatenate([prompt_BxL, np.repeat(prompt_BxL[:1], batch_size - have, 0)])

@@ -4,13 +4,14 @@ The same interface as the pretraining objectives (INTERFACES.md, "Objectives"): 
 jittable, `raw_length` = the feature row length, called by the loop once per row inside
 `jax.vmap` (they work for any number of rows).  The rows come from `data/tasks.py`:
 
-| objective     | model inputs                                  | targets         | weights           |
-|---------------|-----------------------------------------------|-----------------|-------------------|
-| Head(cls)     | tokens, segment_ids, positions, token_types   | label [B, 1]    | 1 per real row    |
-| Head(ner)     | same                                          | tags [B, L]     | tag_mask (first sub-words) |
-| Head(qa)      | same                                          | spans [B, 2]    | 1, 1 per real row |
-| TextToText    | encoder_*, decoder_* (targets shifted right)  | targets [B, T]  | target_segment_ids |
-| Continuation  | tokens, segment_ids, positions                | next token [B, L] | loss_mask (target part) |
+  Head('classification')  inputs tokens, segment_ids, positions, token_types; targets
+                          label [B, 1], weight 1 per real row
+  Head('ner')             same inputs; targets tags [B, L], weights tag_mask (first sub-words)
+  Head('qa')              same inputs; targets spans [B, 2] (start, end), weights 1 per real row
+  TextToText              encoder_* = the row, decoder_* = targets shifted right behind 0;
+                          targets [B, T], weights target_segment_ids
+  Continuation            tokens, segment_ids, positions; targets the next token [B, L],
+                          weights loss_mask (the target part)
 
 Head outputs that are not [B, T, V] logits get a loss for the loop's `Components.loss`
 hook: `classification_loss` (logits [B, C] as one target position) and `span_loss`

@@ -27,7 +27,8 @@ def _tiny_model(family, **model):
 
 
 def test_head_objective_rows_and_missing_fields():
-  batch = {'tokens': jnp.array([[4, 9, 5], [0, 0, 0]]), 'segment_ids': jnp.array([[1, 1, 1], [0, 0, 0]]),
+  batch = {'tokens': jnp.array([[4, 9, 5], [0, 0, 0]]),
+           'segment_ids': jnp.array([[1, 1, 1], [0, 0, 0]]),
            'positions': jnp.array([[0, 1, 2], [0, 0, 0]]), 'label': jnp.array([[1], [0]]),
            'spans': jnp.array([[1, 2], [0, 0]])}
   inputs, targets, weights = task_objectives.Head('classification', 3)(batch, None)
@@ -136,7 +137,8 @@ def test_classification_run_reports_accuracy_and_f1(tmp_path):
   # 32 examples = the loop's 2 eval batches of 16: its accuracy is the task accuracy.
   assert last['eval_task_accuracy'] == pytest.approx(last['eval_accuracy'])
   assert 0.0 <= last['eval_task_f1'] <= 1.0
-  assert stand_ins.read_metrics(str(tmp_path), 'eval/')[2]['task_f1'] == pytest.approx(last['eval_task_f1'])
+  written = stand_ins.read_metrics(str(tmp_path), 'eval/')[2]
+  assert written['task_f1'] == pytest.approx(last['eval_task_f1'])
 
 
 @pytest.mark.parametrize('config_file, arg, metric', [

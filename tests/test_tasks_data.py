@@ -63,12 +63,12 @@ def test_ner_words_that_do_not_fit_are_dropped_whole():
 
 
 def test_pair_layouts_and_longest_first_truncation():
-  assert tasks._row('bert', [11, 12], [21], 8) == (  # pylint: disable=protected-access
+  assert tasks.layout('bert', [11, 12], [21], 8) == (
       [CLS, 11, 12, SEP, 21, SEP], [0, 0, 0, 0, 1, 1])
-  assert tasks._row('gpt', [11, 12], [21], 8) == (  # pylint: disable=protected-access
+  assert tasks.layout('gpt', [11, 12], [21], 8) == (
       [11, 12, SEP, 21, EOS], [0, 0, 0, 1, 1])
   # Budget 7 - 3 specials = 4: the longer input loses pieces first.
-  tokens, _ = tasks._row('bert', [11, 12, 13, 14, 15], [21, 22], 7)  # pylint: disable=protected-access
+  tokens, _ = tasks.layout('bert', [11, 12, 13, 14, 15], [21, 22], 7)
   assert tokens == [CLS, 11, 12, SEP, 21, 22, SEP]
 
 

@@ -10,7 +10,8 @@ positive, scored by rank classification) or, with `t5,head`, a head on T5's enco
       --workdir=runs/rt-gpt --config.init.source=runs/gpt
   python -m ptlm_jax.main --config=configs/finetune/rotten_tomatoes.py:t5 \
       --workdir=runs/rt-t5 --config.init.source=runs/t5
-  python -m ptlm_jax.main --config=configs/finetune/rotten_tomatoes.py:bert,quick --workdir=runs/rt-quick
+  python -m ptlm_jax.main --config=configs/finetune/rotten_tomatoes.py:bert,quick \
+      --workdir=runs/rt-quick
 """
 from ptlm_jax import task_configs
 

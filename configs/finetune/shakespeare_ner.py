@@ -7,7 +7,8 @@ task_corpora.py); 14,580 / 849 / 650 speeches, held-out plays in validation and 
       --workdir=runs/ner-bert --config.init.source=runs/bert
   python -m ptlm_jax.main --config=configs/finetune/shakespeare_ner.py:t5 \
       --workdir=runs/ner-t5 --config.init.source=runs/t5
-  python -m ptlm_jax.main --config=configs/finetune/shakespeare_ner.py:bert,quick --workdir=runs/ner-quick
+  python -m ptlm_jax.main --config=configs/finetune/shakespeare_ner.py:bert,quick \
+      --workdir=runs/ner-quick
 """
 from ptlm_jax import task_configs
 

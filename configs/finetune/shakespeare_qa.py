@@ -7,7 +7,8 @@ questions, held-out plays in validation and test.  Contexts (~100 words) exceed 
 
   python -m ptlm_jax.main --config=configs/finetune/shakespeare_qa.py:bert \
       --workdir=runs/qa-bert --config.init.source=runs/bert
-  python -m ptlm_jax.main --config=configs/finetune/shakespeare_qa.py:bert,quick --workdir=runs/qa-quick
+  python -m ptlm_jax.main --config=configs/finetune/shakespeare_qa.py:bert,quick \
+      --workdir=runs/qa-quick
 """
 from ptlm_jax import task_configs
 

@@ -6,13 +6,14 @@
 
 `config.task` says what to read and how to lay it out (see config_lib, `task` group):
 
-| task.name      | format | BERT                       | GPT                            | T5                         |
-|----------------|--------|----------------------------|--------------------------------|----------------------------|
-| classification | head   | [CLS] a [SEP] (b [SEP])    | a ([SEP] b) EOS, last token    | a ([SEP] b) EOS, encoder   |
-| classification | text   | -                          | prompt a target_prompt word EOS| prompt a EOS -> word EOS   |
-| ner            | head   | [CLS] words [SEP]          | words EOS                      | words EOS (encoder)        |
-| qa             | head   | [CLS] q [SEP] window [SEP] | q [SEP] window EOS             | q [SEP] window EOS         |
-| summarization, translation | text | -               | prompt src target_prompt tgt EOS | prompt src EOS -> tgt EOS |
+Rows per task (format) and family:
+  classification (head)  BERT [CLS] a [SEP] (b [SEP]); GPT a ([SEP] b) EOS, read at the
+                         last token; T5 a ([SEP] b) EOS, its encoder only
+  ner, qa (head)         BERT [CLS] words [SEP] / [CLS] q [SEP] window [SEP]; GPT and T5
+                         words EOS / q [SEP] window EOS
+  classification, summarization, translation (text; GPT and T5 only)
+                         GPT prompt src target_prompt tgt EOS (one row); T5 encoder
+                         prompt src EOS, decoder tgt EOS (the label word for classes)
 
 Features (all [N, ...] int32; padding rows are all zero, so segment id 0 = no loss):
   tokens, segment_ids (1 real / 0 pad), positions, token_types (BERT pairs: 1 for b)
@@ -109,7 +110,7 @@ def label_names(config) -> list[str]:
 # ---------------------------------------------------------------------------
 # Row layouts.
 
-def _row(family: str, first: list[int], second: list[int] | None, length: int):
+def layout(family: str, first: list[int], second: list[int] | None, length: int):
   """(tokens, token_types) of one input (or pair) in the family's layout, cut to `length`."""
   specials = (3 if second is not None else 2) if family == 'bert' else (
       2 if second is not None else 1)
@@ -161,7 +162,7 @@ def _fields(config) -> list[str]:
 def encode_classification(config, tokenizer, examples: list[dict]) -> TaskData:
   fields, length, family = _fields(config), config.data.seq_len, config.model.family
   columns = [tokenizer.encode_batch([ex[f] for ex in examples]) for f in fields]
-  rows = [_row(family, c[0], c[1] if len(c) > 1 else None, length)
+  rows = [layout(family, c[0], c[1] if len(c) > 1 else None, length)
           for c in zip(*columns)]
   features = row_features([r[0] for r in rows], [r[1] for r in rows], length)
   features['label'] = np.array([[ex[config.task.target_field]] for ex in examples], np.int32)
@@ -282,7 +283,8 @@ class TaskIterator:
     if infinite and self.rows < global_batch:
       raise UserError(f'the training split has {self.rows} rows, fewer than one batch '
                       f'(train.batch_size={global_batch})')
-    self.global_batch, self.shuffle, self.seed, self.infinite = global_batch, shuffle, seed, infinite
+    self.global_batch, self.shuffle, self.seed = global_batch, shuffle, seed
+    self.infinite = infinite
     self.local = global_batch // process_count
     self.offset = process_index * self.local
     self.epoch, self.position = 0, 0
@@ -317,8 +319,9 @@ class TaskIterator:
     mine = self.get_state()
     differs = [k for k in ('rows', 'seed', 'global_batch', 'shuffle') if state.get(k) != mine[k]]
     if differs:
+      saved, now = [state.get(k) for k in differs], [mine[k] for k in differs]
       raise UserError(f'cannot resume the task data: the saved state differs in {differs} '
-                      f'(saved {[state.get(k) for k in differs]}, now {[mine[k] for k in differs]})')
+                      f'(saved {saved}, now {now})')
     self.epoch, self.position = int(state['epoch']), int(state['position'])
 
   def close(self) -> None:
