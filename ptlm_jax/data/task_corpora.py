@@ -31,7 +31,10 @@ shakespeare_qa   {id, title, context, question, answers: {text: [str], answer_st
   about 80-150 words; question: `Who says "<up to 10 words of one line>"?`; answer:
   the tag of that speech ("FIRST GENTLEMAN", "Ham") at its offset.  Up to two questions
   per passage, never about a quote that occurs twice in the passage.  These labels are
-  exact (the speaker of a line is known), only the task is synthetic.
+  exact (the speaker of a line is known), only the task is synthetic.  Passages are
+  often two-person dialogues, so guessing does well: on validation, the passage's first
+  speaker is the answer 49.6% of the time, its most frequent speaker 54.8%; a model has
+  to beat these to show that it finds the quote.
 
 Splits are the `shakespeare` corpus's: whole plays held out (test: Cymbeline, The Merry
 Wives of Windsor; validation: King Henry IV Part 1, The Taming of the Shrew), so names
