@@ -35,7 +35,8 @@ setup(
         'sacrebleu>=2.4',               # BLEU for translation
     ],
     extras_require={
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8',
+                 'seqeval>=1.2'],   # reference for the entity-F1 test (not needed at run time)
         'tpu': ['jax[tpu]>=0.9'],
         'cuda': ['jax[cuda12]>=0.9'],
     },
