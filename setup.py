@@ -31,9 +31,12 @@ setup(
         'safetensors>=0.4',             # HF checkpoints without torch or pickle
         'numpy>=1.26',
         'matplotlib>=3.8',              # experiment plots
+        'rouge-score>=0.1.2',           # ROUGE for summarisation (Google's ROUGE-1.5.5 port)
+        'sacrebleu>=2.4',               # BLEU for translation
     ],
     extras_require={
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8',
+                 'seqeval>=1.2'],   # reference for the entity-F1 test (not needed at run time)
         'tpu': ['jax[tpu]>=0.9'],
         'cuda': ['jax[cuda12]>=0.9'],
     },

@@ -10,6 +10,7 @@ Every run is described by one `ml_collections.ConfigDict` with these groups:
   train      steps, batch, eval/log/checkpoint cadence, seed
   peft       parameter partitions: frozen paths, LoRA / prefix / adapters
   init       where initial weights come from (scratch, a workdir, an HF dir)
+  task       fine-tuning task: dataset, fields, format, lengths, metric ('' = pretraining)
 
 Config files under `configs/` call `base_config(family, variant)` and override what
 they need; `--config.optim.lr=3e-4` overrides from the command line; the dict is
@@ -192,6 +193,24 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   t.keep_best_by = 'loss'                # eval metric whose best checkpoint is always kept: loss | accuracy | '' (none)
   t.peak_flops = 0.0                     # per-device peak FLOP/s for MFU (0 = from the device table; CPU: unknown)
 
+  # --- task (fine-tuning; configs/finetune/*.py set it) ---------------------
+  c.task = k = ml_collections.ConfigDict()
+  k.name = ''                            # '' | classification | ner | qa | summarization | translation
+  k.dataset = ''                         # TFDS name: rotten_tomatoes, squad, conll2003, ...
+  k.format = 'head'                      # head (task head on the backbone) | text (T5 text-to-text, GPT continuation)
+  k.input_fields = 'text'                # comma-separated input features; two make a pair ('question,context')
+  k.target_field = 'label'               # label / tag sequence / answers / target text feature
+  k.metric = 'auto'                      # auto (the task's own) | f1 | macro_f1 | entity_f1 | squad | rouge | bleu
+  k.prompt = ''                          # text format: input prefix ('sst2 sentence: ', 'summarize: ')
+  k.target_prompt = ''                   # text format, GPT: text between input and target (' TL;DR:')
+  k.label_words = ''                     # text-format classification: target word per class ('negative,positive')
+  k.target_length = 32                   # text format: target tokens T, EOS included (GPT: within data.seq_len)
+  k.doc_stride = 64                      # qa: pieces between the starts of a context's windows
+  k.max_query_length = 32                # qa: question pieces kept
+  k.max_answer_length = 30               # qa: longest decoded answer (pieces)
+  k.n_best = 20                          # qa: start and end candidates per window
+  k.eval_examples = 0                    # task metrics on the first N validation examples (0 = all)
+
   # --- peft ----------------------------------------------------------------
   c.peft = f = ml_collections.ConfigDict()
   f.method = 'none'                      # none | lora | prefix | adapter
@@ -261,6 +280,52 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
   _check(math.prod(sizes) == num_devices, _MESH_FIELD, tuple(sizes),
          f'sizes whose product is the device count ({num_devices})')
   return tuple(sizes)
+
+
+TASK_NAMES = ('classification', 'ner', 'qa', 'summarization', 'translation')
+# What each task can be measured with ('auto' picks the first).
+TASK_METRICS = {'classification': ('f1', 'macro_f1'), 'ner': ('entity_f1',), 'qa': ('squad',),
+                'summarization': ('rouge', 'bleu'), 'translation': ('bleu', 'rouge')}
+# The model head each (task, format) trains.
+TASK_HEADS = {('classification', 'head'): 'sequence_classification',
+              ('ner', 'head'): 'token_classification', ('qa', 'head'): 'question_answering',
+              ('classification', 'text'): 'lm', ('summarization', 'text'): 'lm',
+              ('translation', 'text'): 'lm'}
+
+
+def validate_task(config: ml_collections.ConfigDict) -> None:
+  """The `task` group and how it fits the model (no data is read here)."""
+  k, m = config.task, config.model
+  if not k.name:
+    return
+  _one_of(config, 'task.name', TASK_NAMES)
+  _one_of(config, 'task.format', ('head', 'text'))
+  formats = [f for (n, f) in TASK_HEADS if n == k.name]
+  _check(k.format in formats, 'task.format', k.format, f'one of {formats} for task {k.name}')
+  _check(k.format == 'head' or m.family != 'bert', 'task.format', k.format,
+         "'head' for BERT (an encoder has no text output; use GPT or T5)")
+  head = TASK_HEADS[(k.name, k.format)]
+  _check(m.head == head, 'model.head', m.head, f'{head!r} for task {k.name} in {k.format} format')
+  _check(bool(k.dataset), 'task.dataset', k.dataset, 'a TFDS dataset name')
+  _check(bool(k.input_fields.strip(',')) and len(k.input_fields.split(',')) <= 2,
+         'task.input_fields', k.input_fields, 'one feature name, or two for a pair')
+  _check(bool(k.target_field), 'task.target_field', k.target_field, 'a feature name')
+  _one_of(config, 'task.metric', ('auto',) + TASK_METRICS[k.name])
+  for field in ('task.target_length', 'task.doc_stride', 'task.max_query_length',
+                'task.max_answer_length', 'task.n_best'):
+    _positive(config, field)
+  _positive(config, 'task.eval_examples', strict=False)
+  if k.name == 'classification' and k.format == 'text':
+    words = [w.strip() for w in k.label_words.split(',')]
+    _check(len(words) == m.num_classes and all(words), 'task.label_words', k.label_words,
+           f'{m.num_classes} comma-separated words (model.num_classes), one per class')
+  if k.format == 'text' and m.family == 'gpt':
+    _check(k.target_length + 8 <= config.data.seq_len, 'task.target_length', k.target_length,
+           f'<= data.seq_len - 8 ({config.data.seq_len - 8}): GPT rows hold input and target')
+  if k.name == 'qa':
+    _check(k.max_query_length + 8 <= config.data.seq_len, 'task.max_query_length',
+           k.max_query_length, f'<= data.seq_len - 8 ({config.data.seq_len - 8}), to leave '
+           'room for the context')
 
 
 MODEL_HEADS = ('lm', 'none', 'sequence_classification', 'token_classification',
@@ -372,6 +437,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
          'train.profile_steps', t.profile_steps, "'' or 'start:end' with start < end (steps)")
   _check(t.batch_size % p.microbatches == 0, 'train.batch_size', t.batch_size,
          f'a multiple of optim.microbatches ({p.microbatches})')
+  validate_task(config)
   if num_devices is not None:
     if q.num_devices:
       _check(q.num_devices <= num_devices, 'parallel.num_devices', q.num_devices,

@@ -71,6 +71,9 @@ class Components:
 def build_components(config) -> Components:
   """The real tokenizer, pipeline, objective and model, by their INTERFACES.md names."""
   # pylint: disable=g-import-not-at-top
+  if config.task.name:  # fine-tuning: task data, head, objective, loss and task metrics
+    from ptlm_jax import finetune
+    return finetune.build_components(config)
   from ptlm_jax import models, objectives
   from ptlm_jax.data import pipeline, tokenizer as tokenizer_lib
   tokenizer = tokenizer_lib.get_tokenizer(config)
