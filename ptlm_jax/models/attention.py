@@ -17,9 +17,10 @@ Decode mode (a `cache` collection):
   * `DecodeState` lives once per decoder stack: `index` (next slot to write, a scalar),
     `segment_ids` and `positions` of every slot ([B, L]).  It builds the mask (and T5's
     relative positions) of the current chunk against all L slots.
-  * each self-attention layer keeps `key` / `value` ([B, L, H, K]) and writes the chunk's
-    keys at `index`; each cross-attention layer keeps the encoder's `key` / `value`
-    ([B, S, H, K]), computed once when the encoder output is passed in.
+  * each self-attention layer keeps `cached_key` / `cached_value` ([B, H, L, K]: heads
+    first, see `_self_cache`) and writes the chunk's keys at `index`; each
+    cross-attention layer keeps the encoder's ([B, H, S, K]), computed once when the
+    encoder output is passed in.
 A chunk may hold several tokens (a prompt) or one (a step).  Slots never written keep
 segment id 0 and are masked, so right-padded prompts of different lengths share one
 cache: each row simply continues at its own position.
@@ -146,22 +147,31 @@ class Attention(nn.Module):
     return layers.dense(c, c.d_model, ('heads', 'kv', 'embed'), 'attention_out', axis=(-2, -1),
                         name='out')(out_BxTxHxK)
 
+  # The caches hold keys and values heads-first, [B, H, L, K]: a decode step's query-key
+  # and weights-value products are then matmuls over contiguous [L, K] blocks.  Stored
+  # [B, L, H, K], XLA copied every layer's whole cache into that order at every step
+  # (most of a small model's decode step on a CPU).  Callers see [B, L, H, K] views; XLA
+  # folds the swap into the matmuls.
   def _self_cache(self, k_BxTxHxK, v_BxTxHxK, cache_index):
     # At init the cache is created with the input's shape: init on [B, L] sizes it.
-    cached_k = self.variable('cache', 'cached_key', jnp.zeros, k_BxTxHxK.shape, k_BxTxHxK.dtype)
-    cached_v = self.variable('cache', 'cached_value', jnp.zeros, v_BxTxHxK.shape, v_BxTxHxK.dtype)
-    start = (0, cache_index, 0, 0)
-    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
-    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
-    return cached_k.value, cached_v.value
+    b, t, h, k = k_BxTxHxK.shape
+    cached_k = self.variable('cache', 'cached_key', jnp.zeros, (b, h, t, k), k_BxTxHxK.dtype)
+    cached_v = self.variable('cache', 'cached_value', jnp.zeros, (b, h, t, k), v_BxTxHxK.dtype)
+    start = (0, 0, cache_index, 0)
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, jnp.swapaxes(k_BxTxHxK, 1, 2),
+                                                  start)
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, jnp.swapaxes(v_BxTxHxK, 1, 2),
+                                                  start)
+    return jnp.swapaxes(cached_k.value, 1, 2), jnp.swapaxes(cached_v.value, 1, 2)
 
   def _cross_cache(self, proj, encoded_BxSxD):
     if encoded_BxSxD is None:  # a decode step: the encoder's keys/values are cached
-      return self.get_variable('cache', 'cached_key'), self.get_variable('cache', 'cached_value')
+      return (jnp.swapaxes(self.get_variable('cache', 'cached_key'), 1, 2),
+              jnp.swapaxes(self.get_variable('cache', 'cached_value'), 1, 2))
     k_BxSxHxK = proj('key', 'key')(encoded_BxSxD)
     v_BxSxHxK = proj('value', 'value')(encoded_BxSxD)
-    self.put_variable('cache', 'cached_key', k_BxSxHxK)
-    self.put_variable('cache', 'cached_value', v_BxSxHxK)
+    self.put_variable('cache', 'cached_key', jnp.swapaxes(k_BxSxHxK, 1, 2))
+    self.put_variable('cache', 'cached_value', jnp.swapaxes(v_BxSxHxK, 1, 2))
     return k_BxSxHxK, v_BxSxHxK
 
 
