@@ -4,6 +4,7 @@ Install for a CPU:      pip install -e .
                 TPU:    pip install -e ".[tpu]"
                 GPU:    pip install -e ".[cuda]"
                 tests:  pip install -e ".[test]"
+                HF BERT/GPT-2 tokenizers: pip install -e ".[hf]"
 `./launch.sh` does this inside .venv, with the versions tested here (constraints.txt).
 """
 from setuptools import find_packages, setup
@@ -36,7 +37,9 @@ setup(
     ],
     extras_require={
         'test': ['pytest>=8',
-                 'seqeval>=1.2'],   # reference for the entity-F1 test (not needed at run time)
+                 'seqeval>=1.2',    # reference for the entity-F1 test (not needed at run time)
+                 'tokenizers>=0.20'],
+        'hf': ['tokenizers>=0.20'],  # HF BERT (WordPiece) / GPT-2 (BPE) tokenizers for HF dirs
         'tpu': ['jax[tpu]>=0.9'],
         'cuda': ['jax[cuda12]>=0.9'],
     },
