@@ -67,6 +67,24 @@ class _Repeat:
     self.rows.set_state(state)
 
 
+def random_params(model_config, seed: int = 0, std: float = 0.05) -> dict:
+  """Params of the model's shapes without compiling its init: norm scales 1, biases 0,
+  every other leaf normal(std)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  abstract = nn.unbox(models.abstract_params(model_config))
+
+  def fill(path, leaf):
+    name = str(getattr(path[-1], 'key', path[-1]))
+    if name == 'scale':
+      return np.ones(leaf.shape, np.float32)
+    if name == 'bias':
+      return np.zeros(leaf.shape, np.float32)
+    return (std * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
 def restore_state(workdir, step: int) -> dict:
   """The raw `state` item of a checkpoint (whatever params it holds), as numpy."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
