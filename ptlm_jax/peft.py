@@ -28,26 +28,18 @@ values stay bit-identical, but their gradients are computed and they keep Adam s
   trainable, frozen = peft.partition(params, peft.trainable_mask(labels))
   params = peft.combine(trainable, frozen)
 
-LoRA (Hu et al. 2021).  The factors live in their own tree under the key 'lora', beside
-the model's params: for a kernel W with input axes I and output axes O (D x H x K for a
-query: I = (D,), O = (H, K); H x K x D for the attention output: I = (H, K)),
-`lora/<path of W>/a` is I x r and `.../b` is r x O, and the model computes with
-W + (alpha / r) * a . b.  `a` starts Kaiming-uniform, U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
-as HF peft (`kaiming_uniform_(a=sqrt(5))`); `b` starts at zero, so training starts
-from the base model exactly.  Scanned kernels keep their leading layer axis on both.
-The model itself never changes: `LoraModel` merges inside `apply`, so every family works.
+LoRA (lora.py).  With `peft.method=lora` the loop trains `wrap(model)`, a
+`lora.LoraModel` whose params carry the factors under 'lora'; `inference_params` merges
+them back into the kernels.
 
-  model = peft.LoraModel(models.build_model(config.model), config.peft)
-  variables = model.init(rng, **inputs)           # {'params': {..., 'lora': {...}}}
-  plain = peft.merge_lora(params, config.peft)    # W + (alpha/r) a.b, no 'lora' key
-
-Report.  `report(params, labels)` counts total and trainable parameters per group;
-`lora_example()` is the handout's worked example:
+Report.  `report(params, labels)` counts total and trainable parameters per group (the
+loop prints it and writes `<workdir>/params_report.json`); `lora_example()` is the
+handout's worked example, and the CLI prints both without training anything:
 
   >>> peft.lora_example(768, 768, rank=16)['lora_params']
   24576        # 4.17% of the 589,824 entries of the matrix
+  python -m ptlm_jax.peft --config=configs/bert.py:base --config.peft.method=lora
 
-Legend: R LoRA rank, I flattened input axes, O flattened output axes, N layers.
 """
 from __future__ import annotations
 
@@ -58,12 +50,11 @@ from typing import Any
 import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ptlm_jax import config_lib
+from ptlm_jax import config_lib, lora
 
-LORA = 'lora'
+LORA = lora.LORA
 _ACTION = re.compile(r'train|freeze|lr\*[0-9.eE+-]+')
 _LAYER = re.compile(r'^layers_(\d+)$')
 _EMBEDDINGS = re.compile(r'(^|/)(token_embed|position_embed|type_embed|embed_norm)/')
@@ -135,6 +126,16 @@ def parse_rules(text: str) -> list[tuple[str, str]]:
       raise config_lib.ConfigError('peft.rules', pattern, f'a valid regex ({e})') from None
     rules.append((pattern, action))
   return rules
+
+
+def check_config(peft_config) -> None:
+  """ConfigError for bad `peft.rules` or `peft.lora_targets` syntax (before anything runs)."""
+  parse_rules(peft_config.rules)
+  try:
+    re.compile(peft_config.lora_targets)
+  except re.error as e:
+    raise config_lib.ConfigError('peft.lora_targets', peft_config.lora_targets,
+                                 f'a valid regex ({e})') from None
 
 
 def _first_match(rules, path: str) -> str | None:
@@ -249,146 +250,16 @@ def trainable_mask(labels) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# LoRA.
-
-def lora_scale(peft_config) -> float:
-  return float(peft_config.lora_alpha) / float(peft_config.lora_rank)
-
-
-def _lora_axes(path: str, leaf) -> tuple[int, int]:
-  """(leading layer axes, input axes) of a kernel, from its logical axis names.
-
-  A kernel whose last axis is 'embed' maps everything before it to d_model (e.g. the
-  attention output H x K -> D); any other kernel maps its first axis (D -> H x K, D -> F).
-  Unboxed leaves: no layer axis unless the path is scanned, one input axis.
-  """
-  names = leaf.names if isinstance(leaf, nn.LogicallyPartitioned) else None
-  value = _value(leaf)
-  lead = (1 if names[0] == 'layers' else 0) if names else int('/layers/' in f'/{path}/')
-  rest = value.ndim - lead
-  if rest < 2:
-    raise config_lib.ConfigError('peft.lora_targets', path,
-                                 'patterns matching kernels (>= 2 axes besides the layer axis)')
-  inputs = rest - 1 if names and names[-1] == 'embed' else 1
-  return lead, inputs
-
-
-def _box(value, names):
-  return nn.LogicallyPartitioned(value, names) if names is not None else value
-
-
-def init_lora(params, peft_config, rng) -> dict:
-  """The LoRA tree (without the 'lora' key) for `params` (boxed leaves keep their names).
-
-  ConfigError when `peft.lora_targets` matches no parameter.
-  """
-  pattern, rank = peft_config.lora_targets, peft_config.lora_rank
-  targets = {p: leaf for p, leaf in flatten(params).items() if re.search(pattern, p)}
-  if not targets:
-    raise config_lib.ConfigError('peft.lora_targets', pattern,
-                                 'a regex matching some kernels, e.g. (query|value)/kernel$')
-  lora = {}
-  for i, (path, leaf) in enumerate(sorted(targets.items())):
-    lead, inputs = _lora_axes(path, leaf)
-    value = _value(leaf)
-    shape, split = value.shape, lead + inputs
-    fan_in = math.prod(shape[lead:split])
-    bound = 1.0 / math.sqrt(fan_in)
-    a = jax.random.uniform(jax.random.fold_in(rng, i), shape[:split] + (rank,), value.dtype,
-                           -bound, bound)
-    b = jnp.zeros(shape[:lead] + (rank,) + shape[split:], value.dtype)
-    names = leaf.names if isinstance(leaf, nn.LogicallyPartitioned) else None
-    lora[f'{path}/a'] = _box(a, None if names is None else names[:split] + (None,))
-    lora[f'{path}/b'] = _box(b, None if names is None else names[:lead] + (None,) + names[split:])
-  return unflatten(lora)
-
-
-def lora_delta(a, b, kernel_shape) -> jax.Array:
-  """a . b in the kernel's shape, in float32 (a scanned pair is multiplied layer by layer)."""
-  lead = a.ndim + b.ndim - 2 - len(kernel_shape)
-  batch = a.shape[:lead]
-  a_NxIxR = a.reshape(batch + (-1, a.shape[-1])).astype(jnp.float32)
-  b_NxRxO = b.reshape(batch + (b.shape[lead], -1)).astype(jnp.float32)
-  return jnp.matmul(a_NxIxR, b_NxRxO).reshape(kernel_shape)
-
-
-def _apply_lora(params, lora, scale: float, sign: float) -> dict:
-  flat = flatten(params)
-  for path, pair in flatten_pairs(lora).items():
-    if path not in flat:
-      raise KeyError(f'LoRA factors for {path}, which the params do not have')
-    w = flat[path]
-    flat[path] = (w.astype(jnp.float32) + sign * scale * lora_delta(pair['a'], pair['b'], w.shape)
-                  ).astype(w.dtype)
-  return unflatten(flat)
-
-
-def flatten_pairs(lora) -> dict[str, dict]:
-  """{'<kernel path>': {'a': ..., 'b': ...}} of a LoRA tree."""
-  pairs: dict[str, dict] = {}
-  for path, value in flatten(lora).items():
-    kernel, _, factor = path.rpartition('/')
-    pairs.setdefault(kernel, {})[factor] = value
-  return pairs
-
-
-def merge(params, lora, scale: float) -> dict:
-  """params with W + scale * a.b at every LoRA pair (float32 sum, cast back to W's dtype)."""
-  return _apply_lora(params, lora, scale, 1.0)
-
-
-def unmerge(params, lora, scale: float) -> dict:
-  """The inverse of `merge`: W - scale * a.b (exact up to float rounding)."""
-  return _apply_lora(params, lora, scale, -1.0)
-
-
-def merge_lora(params, peft_config) -> dict:
-  """Plain model params from params holding a 'lora' tree (unchanged without one)."""
-  if LORA not in params:
-    return params
-  base = {k: v for k, v in params.items() if k != LORA}
-  return merge(base, params[LORA], lora_scale(peft_config))
-
-
-class LoraModel:
-  """A Flax module with LoRA factors beside its params, merged on every `apply`.
-
-  `init` returns the module's variables plus params['lora'] (boxed like the module's
-  params, so mesh shardings follow); `apply` merges W + (alpha/r) a.b and calls the
-  module, so gradients reach the factors through the merged kernels.  Anything else
-  (`config`, methods) is the wrapped module's.
-  """
-
-  def __init__(self, module: nn.Module, peft_config):
-    self.module, self.peft_config = module, peft_config
-    self.scale = lora_scale(peft_config)
-
-  def __getattr__(self, name):
-    if name in ('module', 'peft_config', 'scale'):  # not set yet (e.g. while unpickling)
-      raise AttributeError(name)
-    return getattr(self.module, name)
-
-  def init(self, rngs, *args, **kwargs):
-    rng = rngs['params'] if isinstance(rngs, dict) else rngs
-    variables = self.module.init(rngs, *args, **kwargs)
-    if LORA in variables['params']:
-      raise ValueError("the model already has a top-level param named 'lora'")
-    lora = init_lora(variables['params'], self.peft_config, jax.random.fold_in(rng, 0x10A))
-    return {**variables, 'params': {**variables['params'], LORA: lora}}
-
-  def apply(self, variables, *args, **kwargs):
-    params = merge_lora(variables['params'], self.peft_config)
-    return self.module.apply({**variables, 'params': params}, *args, **kwargs)
-
+# Methods in the loop.
 
 def wrap(model, peft_config):
-  """The model the loop trains: `LoraModel` for peft.method=lora, else the model itself."""
-  return LoraModel(model, peft_config) if peft_config.method == 'lora' else model
+  """The model the loop trains: `lora.LoraModel` for peft.method=lora, else the model itself."""
+  return lora.LoraModel(model, peft_config) if peft_config.method == 'lora' else model
 
 
 def inference_params(params, peft_config) -> dict:
   """What the plain model applies: LoRA merged in; other methods' params as they are."""
-  return merge_lora(params, peft_config)
+  return lora.merged(params, peft_config)
 
 
 # ---------------------------------------------------------------------------
@@ -454,3 +325,40 @@ def lora_example(d_in: int = 768, d_out: int = 768, rank: int = 16,
   return {'matrix_params': d_in * d_out, 'lora_params': lora,
           'percent_of_matrix': 100.0 * lora / (d_in * d_out),
           'percent_of_model': 100.0 * lora / model_params}
+
+
+# ---------------------------------------------------------------------------
+# CLI: the report of a config without training anything.
+
+def config_report(config) -> dict:
+  """The parameter report of `config`'s model and peft settings (shapes only, no init)."""
+  from ptlm_jax import models  # pylint: disable=g-import-not-at-top
+  model = wrap(models.build_model(config.model), config.peft)
+  boxed = jax.eval_shape(lambda rng: model.init(
+      rng, **models.dummy_inputs(config.model, length=2))['params'], jax.random.key(0))
+  params = nn.unbox(boxed)
+  return report(params, param_labels(params, config.peft))
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  example = lora_example()
+  print(f"LoRA, one 768 x 768 matrix, r = 16: {example['lora_params']:,} trainable parameters, "
+        f"{example['percent_of_matrix']:.2f}% of its {example['matrix_params']:,} "
+        f"({example['percent_of_model']:.4f}% of a 340M model)")
+  config = flags.FLAGS.config
+  if config is not None:
+    config_lib.validate(config)
+    check_config(config.peft)
+    print(f'{config.model.family}, peft.method={config.peft.method}:')
+    print(format_report(config_report(config)))
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Config file and variant, e.g. '
+                                  'configs/bert.py:base; --config.peft.* as in training.',
+                                  lock_config=True)
+  app.run(main)

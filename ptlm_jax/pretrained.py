@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ptlm_jax import config_lib, peft
+from ptlm_jax import config_lib, lora, peft
 
 CHECKPOINTS = 'checkpoints'
 PEFT_ITEM = 'peft'  # the checkpoint item with the base pointer of adapter-only checkpoints
@@ -154,7 +154,7 @@ def from_pretrained(path: str, step: int | None = None, **model_overrides):
   pointer = peft_pointer(path, step)
   if pointer is not None:
     params = _rebuild(config, params, pointer, f'{os.path.abspath(path)}/{CHECKPOINTS}/{step}')
-  params = peft.merge_lora(params, config.peft)
+  params = lora.merged(params, config.peft)
   model_config, params = hf_import.apply_runtime_overrides(config.model, params, **model_overrides)
   return models.build_model(model_config), params, model_config
 
@@ -168,7 +168,8 @@ def _rebuild(config, saved, pointer: dict, where: str) -> dict:
   abstract = nn.unbox(models.abstract_params(config.model))
   match = match_params(abstract, base)
   flat_saved = peft.flatten(saved)
-  missing = sorted(p for p in peft.flatten(abstract) if p not in flat_saved and p not in match.copied)
+  missing = sorted(p for p in peft.flatten(abstract)
+                   if p not in flat_saved and p not in match.copied)
   if missing:
     raise config_lib.UserError(f'{where}: params {missing[:4]} are neither in the checkpoint '
                                f"nor in its base {pointer['source']}")
@@ -192,9 +193,14 @@ class Source:
     return {'source': self.path, 'source_step': self.step}
 
 
+def _normalize(path: str) -> str:
+  """An absolute path, or the name as given (maybe a hub name in the local HF cache)."""
+  expanded = os.path.expanduser(path)
+  return os.path.abspath(expanded) if os.path.exists(expanded) else path
+
+
 def _read_source(path: str, step: int | None, scan_layers: bool, field: str) -> Source:
-  if os.path.exists(os.path.expanduser(path)):  # else maybe a hub name in the local HF cache
-    path = os.path.abspath(os.path.expanduser(path))
+  path = _normalize(path)
   workdir = is_workdir(path)
   step = latest_step(path, step) if workdir else None
   try:
@@ -211,6 +217,28 @@ def load_source(config) -> Source | None:
     return None
   return _read_source(config.init.source, config.init.step or None, config.model.scan_layers,
                       'config.init.source')
+
+
+def pin_resumed_source(config, workdir: str) -> None:
+  """On resume of an adapter-only run, read the base its checkpoint points to.
+
+  Sets `init.step` to the step the checkpoint was trained on (the source workdir may have
+  gone on training since); a different `init.source` is a ConfigError.
+  """
+  if not is_workdir(workdir) or not _steps(os.path.abspath(os.path.expanduser(workdir))):
+    return
+  try:
+    pointer = peft_pointer(workdir)
+  except (OSError, ValueError):
+    return  # an unreadable step: the checkpointer sets it aside and says so
+  if pointer is None:
+    return
+  if _normalize(config.init.source) != pointer['source']:
+    raise config_lib.ConfigError(
+        'init.source', config.init.source,
+        f"{pointer['source']!r}, the base of the adapter-only checkpoints in {workdir}")
+  if pointer.get('source_step') is not None:
+    config.init.step = pointer['source_step']
 
 
 def inherit_fields(config, source: Source) -> list[str]:
@@ -239,6 +267,9 @@ def inherit_fields(config, source: Source) -> list[str]:
     for field in TOKENIZER_FIELDS:
       config.data[field] = run.data[field]
     notes.append(f'data.tokenizer_path={path} from init.source')
+  elif run is None and not config.data.tokenizer_path:
+    notes.append(f'note: init.source={source.path} is not a training workdir, so its tokenizer '
+                 'is unknown here: set data.tokenizer_path to one that matches its vocabulary')
   return notes
 
 

@@ -23,7 +23,7 @@ uninterrupted one would.
 Partitions (peft.py): every param gets a label from `config.peft` (or
 `Components.param_labels`); the step splits the params into the trainable and the
 frozen tree and differentiates only the trainable one, and the optimizer holds state for
-the trainable leaves alone.  `peft.method=lora` wraps the model in `peft.LoraModel`.
+the trainable leaves alone.  `peft.method=lora` wraps the model in `lora.LoraModel`.
 `init.source` (a pretraining workdir, a model dir or an HF dir) fills every param that
 matches by path and shape on a fresh start (pretrained.py); with a PEFT method on, the
 checkpoints then hold only what is not in the source (trainable and new params, their
@@ -72,7 +72,8 @@ class Components:
   objective: Callable                               # (batch, rng) -> (inputs, targets, weights)
   train_iter: Iterator[dict[str, np.ndarray]]       # packed rows, has get_state()/set_state()
   eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None  # a fresh finite pass
-  param_labels: Callable[[Any], Any] | None = None  # PEFT hook: params -> 'train'/'freeze'/'lr*X' tree
+  # params -> 'train' / 'freeze' / 'lr*X' tree; None: peft.param_labels(params, config.peft).
+  param_labels: Callable[[Any], Any] | None = None
   # Fine-tuning hooks.  loss(outputs, targets, weights, z_loss, label_smoothing) -> sums as
   # losses.weighted_cross_entropy (the default) for model outputs that are not plain logits;
   # extra_eval(params) -> scalars (F1, exact match, ROUGE, ...) computed on the host after
@@ -295,10 +296,6 @@ def make_state_spec(config, components: Components, rng) -> StateSpec:
   labels = (components.param_labels or (lambda p: peft.param_labels(p, config.peft)))(
       abstract_params)
   trainable = peft.trainable_mask(labels)
-  if not any(jax.tree.leaves(trainable)):
-    raise config_lib.ConfigError('peft.rules', config.peft.rules,
-                                 f'rules that leave some parameter trainable (peft.method='
-                                 f'{config.peft.method} freezes every one)')
   # The optimizer sees the trainable leaves only: frozen ones have no state at all.
   train_labels = peft.partition(labels, trainable)[0]
   all_train = set(jax.tree.leaves(train_labels)) == {'train'}
@@ -325,9 +322,10 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
   # -- Devices and checks, before anything compiles --
   parallel.initialize_distributed(config)
   config_lib.validate(config, num_devices=jax.device_count())
-  peft.parse_rules(config.peft.rules)
+  peft.check_config(config.peft)
   # init.source: its weights, and the model / tokenizer fields it fixes (a resolved copy).
   config = copy.deepcopy(config)
+  pretrained.pin_resumed_source(config, workdir)
   source = pretrained.load_source(config)
   inherited = pretrained.inherit_fields(config, source) if source else []
   if inherited:
@@ -381,6 +379,10 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
     par.prepare(spec.abstract_state, spec.param_specs)
     global_abstract = par.global_abstract(spec.abstract_state)
     ckpt.check_compatible(config, view(global_abstract))
+    if not any(jax.tree.leaves(spec.trainable)):
+      raise config_lib.ConfigError('peft.rules', config.peft.rules,
+                                   'rules that leave some parameter trainable (with peft.method='
+                                   f'{config.peft.method!r} every one is frozen)')
     restored = ckpt.restore_latest(view(global_abstract))
     if restored:
       start_step, global_state, data_state = restored

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from ptlm_jax import config_lib, optim, peft
+from ptlm_jax import config_lib, lora as lora_lib, optim, peft
 
 
 def _peft(**fields):
@@ -21,8 +21,10 @@ def _tree(scanned: bool = False, layers: int = 3):
   """A BERT-like tree: embeddings, a 3-layer encoder (or its scanned form), a task head."""
   w = lambda *shape: np.zeros(shape, np.float32)
   layer = lambda n=(): {'attention': {'query': {'kernel': w(*n, 4, 2, 2)}},
-                        'attention_norm': {'scale': w(*n, 4)}, 'mlp': {'wi': {'kernel': w(*n, 4, 8)}}}
-  stack = {'layers': layer((layers,))} if scanned else {f'layers_{i}': layer() for i in range(layers)}
+                        'attention_norm': {'scale': w(*n, 4)},
+                        'mlp': {'wi': {'kernel': w(*n, 4, 8)}}}
+  stack = ({'layers': layer((layers,))} if scanned
+           else {f'layers_{i}': layer() for i in range(layers)})
   return {'backbone': {'token_embed': {'embedding': w(16, 4)}, 'embed_norm': {'scale': w(4)},
                        'encoder': {**stack, 'relpos': {'embedding': w(8, 2)}},
                        'final_norm': {'scale': w(4)}},
@@ -34,7 +36,8 @@ def _layer_labels(labels, i):
 
 
 def test_rules_first_match_wins_and_default_trains():
-  labels = peft.param_labels(_tree(), _peft(rules='layers_0/=freeze; attention=lr*0.5; .*norm=freeze'))
+  rules = 'layers_0/=freeze; attention=lr*0.5; .*norm=freeze'
+  labels = peft.param_labels(_tree(), _peft(rules=rules))
   assert _layer_labels(labels, 0) == {'attention': {'query': {'kernel': 'freeze'}},
                                       'attention_norm': {'scale': 'freeze'},
                                       'mlp': {'wi': {'kernel': 'freeze'}}}
@@ -144,7 +147,8 @@ def test_lora_example_reproduces_the_handout():
 
 def test_report_counts_a_lora_matrix_like_the_handout():
   params = {'dense': {'kernel': jnp.zeros((768, 768))}}
-  lora = peft.init_lora(params, _peft(lora_rank=16, lora_targets='kernel$'), jax.random.key(0))
+  lora = lora_lib.init_factors(params, _peft(lora_rank=16, lora_targets='kernel$'),
+                               jax.random.key(0))
   tree = {**params, 'lora': lora}
   labels = peft.param_labels(tree, _peft(method='lora'))
   report = peft.report(tree, labels)

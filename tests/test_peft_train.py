@@ -12,6 +12,7 @@ import data_testlib
 import peft_testlib
 import stand_ins
 from ptlm_jax import config_lib, models, peft, pretrained, train
+from ptlm_jax import lora as lora_lib
 
 MESH = {'parallel.mode': 'mesh', 'parallel.num_devices': 4, 'parallel.mesh_data': 2,
         'parallel.mesh_fsdp': 2}
@@ -79,18 +80,23 @@ def test_lora_checkpoints_hold_the_adapters_resume_exactly_and_reload_onto_the_b
   lora_params = 2 * 2 * (32 * 8 + 8 * 2 * 16)  # layers x (q, v) x (a + b)
   report = json.load(open(os.path.join(resumed, 'params_report.json')))
   assert report['trainable'] == report['checkpoint_params'] == lora_params == 2048
-  assert _dir_bytes(f'{resumed}/checkpoints/2/state') < 0.5 * _dir_bytes(f'{base}/checkpoints/2/state')
+  state_bytes = lambda workdir: _dir_bytes(f'{workdir}/checkpoints/2/state')
+  assert state_bytes(resumed) < 0.5 * state_bytes(base)
 
   # Reloaded for inference: base + factors, merged, give the LoRA model's outputs.
   model, merged, model_config = pretrained.from_pretrained(resumed)
   _, base_params, _ = pretrained.from_pretrained(base)
-  lora_model = peft.LoraModel(models.build_model(model_config), _lora_config(base, 2).peft)
+  lora_model = lora_lib.LoraModel(models.build_model(model_config), _lora_config(base, 2).peft)
   inputs = models.dummy_inputs(model_config, 2, 8)
-  expected = lora_model.apply({'params': {**base_params, 'lora': state['params']['lora']}}, **inputs)
+  with_lora = {**base_params, 'lora': state['params']['lora']}
+  expected = lora_model.apply({'params': with_lora}, **inputs)
   np.testing.assert_allclose(model.apply({'params': merged}, **inputs), expected, atol=1e-5)
   assert not np.allclose(model.apply({'params': base_params}, **inputs), expected, atol=1e-4)
 
-  # Resuming rebuilds the base and continues exactly (here in mesh mode) as a straight run.
+  # Resuming rebuilds the base and continues exactly (here in mesh mode) as a straight run;
+  # on another base it would not, so that is an error.
+  with pytest.raises(config_lib.ConfigError, match=r'init.source=.*expected .*base of the adapter'):
+    train.run(_lora_config(str(tmp_path), 4), resumed, peft_testlib.components_fn())
   capsys.readouterr()
   train.run(_lora_config(base, 4, **MESH), resumed, peft_testlib.components_fn())
   assert f'resumed from step 2 ({resumed}/checkpoints/2)' in capsys.readouterr().out

@@ -177,7 +177,8 @@ class Adapter(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
     c = self.config
-    h_BxLxA = dense(c, c.adapter_dim, ('embed', 'mlp'), 'dense', use_bias=True, name='down')(x_BxLxD)
+    down = dense(c, c.adapter_dim, ('embed', 'mlp'), 'dense', use_bias=True, name='down')
+    h_BxLxA = down(x_BxLxD)
     h_BxLxA = ACTIVATIONS.get(c.activation, ACTIVATIONS['gelu_tanh'])(h_BxLxA)
     zeros = lambda names: nn.with_logical_partitioning(nn.initializers.zeros, names)
     up = DenseGeneral(features=(c.d_model,), axis=(-1,), use_bias=True, dtype=dtype(c),
