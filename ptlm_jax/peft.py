@@ -1,4 +1,4 @@
-r"""Parameter partitions and parameter-efficient fine-tuning: labels, LoRA, the report.
+r"""Parameter partitions for fine-tuning: which params train, freeze or get another rate.
 
 Everything here works on plain nested dicts (what `model.init` returns, boxed or
 unboxed) addressed by '/'-joined paths such as 'decoder/layers_0/attention/query/kernel'.
@@ -28,6 +28,9 @@ values stay bit-identical, but their gradients are computed and they keep Adam s
   trainable, frozen = peft.partition(params, peft.trainable_mask(labels))
   params = peft.combine(trainable, frozen)
 
+On the command line (quote the rules: they hold ';' and '*'):
+  --config.peft.rules='layers_[01]/=freeze;token_embed=lr*0.1' --config.peft.freeze_layers=2
+
 LoRA (lora.py).  With `peft.method=lora` the loop trains `wrap(model)`, a
 `lora.LoraModel` whose params carry the factors under 'lora'; `inference_params` merges
 them back into the kernels.
@@ -39,7 +42,6 @@ handout's worked example, and the CLI prints both without training anything:
   >>> peft.lora_example(768, 768, rank=16)['lora_params']
   24576        # 4.17% of the 589,824 entries of the matrix
   python -m ptlm_jax.peft --config=configs/bert.py:base --config.peft.method=lora
-
 """
 from __future__ import annotations
 
@@ -92,7 +94,7 @@ def partition(tree, mask) -> tuple[dict, dict]:
 
 
 def combine(*trees) -> dict:
-  """The union of trees with disjoint leaves (the inverse of `partition`)."""
+  """The union of trees (the inverse of `partition`); a leaf in several: the last one wins."""
   flat = {}
   for tree in trees:
     flat.update(flatten(tree))
@@ -117,7 +119,7 @@ def parse_rules(text: str) -> list[tuple[str, str]]:
   for part in filter(None, (p.strip() for p in (text or '').split(';'))):
     pattern, sep, action = part.rpartition('=')
     pattern, action = pattern.strip(), action.strip()
-    if not sep or not pattern or not _ACTION.fullmatch(action):
+    if not sep or not pattern or not _ACTION.fullmatch(action) or not _is_rate(action):
       raise config_lib.ConfigError('peft.rules', part, "'regex=action' with action train, "
                                    "freeze or lr*X, rules separated by ';'")
     try:
@@ -126,6 +128,15 @@ def parse_rules(text: str) -> list[tuple[str, str]]:
       raise config_lib.ConfigError('peft.rules', pattern, f'a valid regex ({e})') from None
     rules.append((pattern, action))
   return rules
+
+
+def _is_rate(action: str) -> bool:
+  if not action.startswith('lr*'):
+    return True
+  try:
+    return float(action[3:]) >= 0.0
+  except ValueError:
+    return False
 
 
 def check_config(peft_config) -> None:

@@ -49,7 +49,7 @@ def test_rules_first_match_wins_and_default_trains():
   assert labels['head'] == {'kernel': 'train', 'bias': 'train'}
 
 
-@pytest.mark.parametrize('bad', ['layers_0/', 'x=thaw', '=freeze', '([=freeze', 'a=lr*'])
+@pytest.mark.parametrize('bad', ['layers_0/', 'x=thaw', '=freeze', '([=freeze', 'a=lr*', 'a=lr*1e'])
 def test_bad_rules_are_config_errors(bad):
   with pytest.raises(config_lib.ConfigError, match='peft.rules'):
     peft.parse_rules(bad)
