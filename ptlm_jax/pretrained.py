@@ -347,9 +347,11 @@ def export(input_path: str, output_path: str, fmt: str = 'model', step: int | No
 
 
 def main(argv) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
+  if not f['verbosity'].present:  # orbax logs every file at INFO
+    logging.set_verbosity(logging.WARNING)
   try:
     print(export(f.input, f.output, f.format, f.step or None))
   except config_lib.UserError as e:
