@@ -55,6 +55,11 @@ def test_bad_rules_are_config_errors(bad):
     peft.parse_rules(bad)
 
 
+def test_bad_lora_targets_regex_is_a_config_error():
+  with pytest.raises(config_lib.ConfigError, match='peft.lora_targets'):
+    peft.check_config(_peft(lora_targets='(query'))
+
+
 def test_freeze_embeddings_and_bottom_layers():
   labels = peft.param_labels(_tree(), _peft(freeze_embeddings=True, freeze_layers=2))
   b = labels['backbone']

@@ -132,6 +132,12 @@ def test_init_copies_a_backbone_and_initialises_a_new_head(base):
         'bad', None, m, peft.unflatten(source_flat)))
 
 
+def test_freezing_everything_is_a_named_error(tmp_path):
+  config = stand_ins.tiny_config({'peft.rules': '.=freeze'})
+  with pytest.raises(config_lib.ConfigError, match=r"peft.rules='.=freeze'.*every one is frozen"):
+    train.run(config, str(tmp_path), stand_ins.components_fn())
+
+
 def test_missing_source_is_a_named_error(tmp_path):
   config = peft_testlib.family_config('gpt', {'init.source': str(tmp_path / 'nowhere')})
   with pytest.raises(config_lib.UserError, match='config.init.source=.*nowhere'):
