@@ -9,6 +9,9 @@
 Each step directory holds three items: `state` (the train state: step, params,
 optimizer state; sharded arrays written collectively by every process), `data` (each
 process's input-iterator state, `process_<i>.json`) and `config` (the config as JSON).
+An adapter-only checkpoint (a PEFT run from `init.source`: `state` holds only the
+trainable and new params) has a fourth, `peft`: the pointer to its base (`{"source":
+path, "source_step": step}`), which `pretrained.from_pretrained` follows.
 Saves are asynchronous: the arrays are copied off the devices, then written in the
 background while training goes on; orbax renames a step directory into place only
 once it is complete, so a killed save leaves no step behind.
@@ -122,7 +125,7 @@ class Checkpointer:
 
   def _open(self, options):
     handlers = {'state': ocp.StandardCheckpointHandler(), 'data': ProcessStateHandler(),
-                'config': ocp.JsonCheckpointHandler()}
+                'config': ocp.JsonCheckpointHandler(), 'peft': ocp.JsonCheckpointHandler()}
     self._options = options
     return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
@@ -130,13 +133,19 @@ class Checkpointer:
     return self.manager.latest_step()
 
   # -- saving --------------------------------------------------------------
-  def save(self, step: int, state, data_state: dict, config, metrics: dict | None = None) -> None:
-    """Starts an asynchronous save of `state` (global form) at `step`; every process calls it."""
+  def save(self, step: int, state, data_state: dict, config, metrics: dict | None = None,
+           peft_info: dict | None = None) -> None:
+    """Starts an asynchronous save of `state` (global form) at `step`; every process calls it.
+
+    peft_info: the base pointer of an adapter-only state (written as the `peft` item).
+    """
     if step in self.manager.all_steps():
       return  # e.g. the final step of a run that resumed at its end
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data=ProcessStateSave(data_state),
-                              config=ocp.args.JsonSave(json.loads(config.to_json())))
+    items = dict(state=ocp.args.StandardSave(state), data=ProcessStateSave(data_state),
+                 config=ocp.args.JsonSave(json.loads(config.to_json())))
+    if peft_info is not None:
+      items['peft'] = ocp.args.JsonSave(peft_info)
+    args = ocp.args.Composite(**items)
     self.manager.save(step, args=args, metrics=metrics, force=True)
 
   def wait(self) -> None:

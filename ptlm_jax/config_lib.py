@@ -108,6 +108,9 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   m.scan_layers = False                  # nn.scan over layers (compile time flat in depth)
   m.remat = 'none'                       # none | full | dots (rematerialisation policy)
   m.attention_impl = 'auto'              # auto | xla | cudnn (jax.nn.dot_product_attention) | einsum (plain path)
+  m.prefix_length = 0                    # prefix tuning: learned key/value slots per self-attention layer (0 = off)
+  m.prefix_hidden = 0                    # prefix tuning: width of the reparameterisation MLP (0 = direct prefixes)
+  m.adapter_dim = 0                      # bottleneck adapters after attention and MLP: hidden width (0 = off)
 
   # --- data ----------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
@@ -213,12 +216,19 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
 
   # --- peft ----------------------------------------------------------------
   c.peft = f = ml_collections.ConfigDict()
-  f.method = 'none'                      # none | lora | prefix | adapter
-  f.rules = ''                           # ordered 'pattern=action;...' (action: train | freeze | lr*X)
+  f.method = 'none'                      # none | lora | prefix | adapter (which params train: see peft.py)
+  f.rules = ''                           # ordered 'regex=action;...', first match wins (action: train | freeze | lr*X)
+  f.freeze_embeddings = False            # freeze token / position / type embeddings (and BERT's embedding norm)
+  f.freeze_layers = 0                    # freeze the bottom k layers of every stack
+  f.layerwise_lr_decay = 1.0             # LLRD: lr x decay^(depth from the top); 1 = off
+  f.lora_rank = 8                        # LoRA rank r
+  f.lora_alpha = 8.0                     # LoRA alpha: the update is (alpha / r) B A
+  f.lora_targets = '(query|value)/kernel$'  # regex on param paths of the kernels LoRA adapts
 
   # --- init ----------------------------------------------------------------
   c.init = i = ml_collections.ConfigDict()
-  i.source = ''                          # '' (random) | ptlm_jax workdir | HF checkpoint dir
+  i.source = ''                          # '' (random) | ptlm_jax workdir | ptlm_jax model dir | HF checkpoint dir
+  i.step = 0                             # workdir source: checkpoint step to read (0 = latest)
   return c
 
 
@@ -353,6 +363,9 @@ def validate_model(m: ml_collections.ConfigDict) -> None:
   for field in ('model.dropout_rate', 'model.attention_dropout_rate'):
     v = _get(config, field)
     _check(0.0 <= v < 1.0, field, v, 'a rate in [0, 1)')
+  for field in ('model.prefix_length', 'model.prefix_hidden', 'model.adapter_dim'):
+    v = m.get(field.split('.')[1], 0)  # absent in configs saved before these fields existed
+    _check(isinstance(v, int) and v >= 0, field, v, 'an integer >= 0 (0 = off)')
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
@@ -454,4 +467,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       _check(t.batch_size % per_update == 0, 'train.batch_size', t.batch_size,
              f'a multiple of devices x microbatches ({num_devices} x {p.microbatches} = {per_update})')
 
+  f = config.peft
   _one_of(config, 'peft.method', ('none', 'lora', 'prefix', 'adapter'))
+  needs = {'prefix': 'model.prefix_length', 'adapter': 'model.adapter_dim'}.get(f.method)
+  if needs:
+    _check(_get(config, needs) > 0, needs, _get(config, needs), f'> 0 with peft.method={f.method}')
+  _check(isinstance(f.freeze_layers, int) and f.freeze_layers >= 0, 'peft.freeze_layers',
+         f.freeze_layers, 'an integer >= 0')
+  _check(0.0 < f.layerwise_lr_decay <= 1.0, 'peft.layerwise_lr_decay', f.layerwise_lr_decay,
+         'a factor in (0, 1] (1 = off)')
+  _check(isinstance(f.lora_rank, int) and f.lora_rank >= 1, 'peft.lora_rank', f.lora_rank,
+         'an integer >= 1')
+  _positive(config, 'peft.lora_alpha')
+  _check(isinstance(config.init.step, int) and config.init.step >= 0, 'init.step',
+         config.init.step, 'an integer >= 0 (0 = the latest checkpoint)')

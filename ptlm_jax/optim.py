@@ -31,10 +31,12 @@ Weight-decay rule (`decay_mask`): a leaf is decayed unless its name is `bias` or
 `scale`, or any module on its path has "norm" in its name (LayerNorm_0, RMSNorm,
 final_norm, ...).  Embeddings and kernels are decayed.
 
-PEFT hook: `labels` is a tree like `params` whose leaves are 'train', 'freeze' or
-'lr*X' (X a float multiplier of the schedule).  Frozen leaves get zero updates and
-carry no optimizer state (optax.multi_transform); each multiplier gets its own copy
-of the optimizer.  Clipping sees only the gradients of trained leaves.
+PEFT hook: `labels` is a tree like `params` whose leaves are 'train', 'freeze',
+'lr*X' (X a float multiplier of the schedule) or 'lr*X0,X1,...' (one multiplier per
+row of axis 0: the layers of a scanned leaf, see peft.py).  Frozen leaves get zero
+updates and carry no optimizer state (optax.multi_transform); each label gets its own
+copy of the optimizer.  Clipping sees only the gradients of trained leaves and rows.
+(The train loop hands the optimizer only the trainable leaves: peft.partition.)
 """
 from __future__ import annotations
 
@@ -44,13 +46,14 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ptlm_jax import config_lib
 
 Schedule = Callable[[jax.Array | int], jax.Array]
 _NO_DECAY_LEAVES = ('bias', 'scale')
-_LR_LABEL = re.compile(r'lr\*([0-9.eE+-]+)')
+_LR_LABEL = re.compile(r'lr\*([0-9.eE+-]+(?:,[0-9.eE+-]+)*)')
 
 
 # ---------------------------------------------------------------------------
@@ -133,6 +136,33 @@ def _scaled(schedule: Schedule, factor: float) -> Schedule:
   return lambda step: factor * schedule(step)
 
 
+def _rows(factors, x):
+  return jnp.asarray(factors, x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _scale_rows(factors: list[float]) -> optax.GradientTransformation:
+  """Multiplies row i (axis 0) of every update by factors[i]: a per-layer learning rate."""
+  return optax.stateless(lambda updates, params: jax.tree.map(
+      lambda u: u * _rows(factors, u), updates))
+
+
+def _zero_frozen_rows(labels) -> optax.GradientTransformation:
+  """Zeroes the gradient rows whose factor is 0, so that clipping does not count them."""
+  def live(label):
+    factors = _row_factors(label)
+    return None if factors is None else np.asarray(factors) != 0.0
+  masks = jax.tree.map(live, labels)  # None (an empty subtree) for whole leaves
+  return optax.stateless(lambda updates, params: jax.tree.map(
+      lambda u, m: u if m is None else u * _rows(m, u), updates, masks))
+
+
+def _row_factors(label: str) -> list[float] | None:
+  match = _LR_LABEL.fullmatch(label)
+  if not match or ',' not in label:
+    return None
+  return [float(x) for x in match.group(1).split(',')]
+
+
 def make_optimizer(config, params: Any = None, labels: Any = None) -> optax.GradientTransformation:
   """The optax transform for `config.optim` (see the module docstring).
 
@@ -151,11 +181,14 @@ def make_optimizer(config, params: Any = None, labels: Any = None) -> optax.Grad
   for label in set(jax.tree.leaves(labels)):
     if label == 'train':
       transforms[label] = _base_optimizer(config, schedule)
+    elif (factors := _row_factors(label)) is not None:
+      transforms[label] = optax.chain(_base_optimizer(config, schedule), _scale_rows(factors))
     elif (match := _LR_LABEL.fullmatch(label)):
       transforms[label] = _base_optimizer(config, _scaled(schedule, float(match.group(1))))
     elif label != 'freeze':
-      raise config_lib.ConfigError('peft.rules', label, "leaf labels 'train', 'freeze' or 'lr*X'")
+      raise config_lib.ConfigError('peft.rules', label,
+                                   "leaf labels 'train', 'freeze', 'lr*X' or 'lr*X0,X1,...'")
   frozen = jax.tree.map(lambda label: label == 'freeze', labels)
   # Zero the frozen gradients first so that they do not count in the clipping norm.
-  return optax.chain(optax.masked(optax.set_to_zero(), frozen), *clip,
-                     optax.multi_transform(transforms, labels))
+  return optax.chain(optax.masked(optax.set_to_zero(), frozen), _zero_frozen_rows(labels),
+                     *clip, optax.multi_transform(transforms, labels))

@@ -20,12 +20,24 @@ One pure step for all families (`make_train_step`):
 Randomness is a function of (train.seed, step): a resumed run draws what an
 uninterrupted one would.
 
+Partitions (peft.py): every param gets a label from `config.peft` (or
+`Components.param_labels`); the step splits the params into the trainable and the
+frozen tree and differentiates only the trainable one, and the optimizer holds state for
+the trainable leaves alone.  `peft.method=lora` wraps the model in `lora.LoraModel`.
+`init.source` (a pretraining workdir, a model dir or an HF dir) fills every param that
+matches by path and shape on a fresh start (pretrained.py); with a PEFT method on, the
+checkpoints then hold only what is not in the source (trainable and new params, their
+optimizer state) plus a pointer to it, and resuming rebuilds the rest from the source.
+The start-of-run parameter report is printed and written to `<workdir>/params_report.json`.
+
 Legend: B batch rows, T target positions, V vocabulary, M microbatches, X any further axes.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import json
 import math
 import os
 import time
@@ -38,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ptlm_jax import checkpoint, config_lib, flops, losses, metrics, optim, parallel
+from ptlm_jax import checkpoint, config_lib, flops, losses, metrics, optim, parallel, peft
+from ptlm_jax import pretrained
 
 
 class TrainingDiverged(config_lib.UserError):
@@ -59,7 +72,8 @@ class Components:
   objective: Callable                               # (batch, rng) -> (inputs, targets, weights)
   train_iter: Iterator[dict[str, np.ndarray]]       # packed rows, has get_state()/set_state()
   eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None  # a fresh finite pass
-  param_labels: Callable[[Any], Any] | None = None  # PEFT hook: params -> 'train'/'freeze'/'lr*X' tree
+  # params -> 'train' / 'freeze' / 'lr*X' tree; None: peft.param_labels(params, config.peft).
+  param_labels: Callable[[Any], Any] | None = None
   # Fine-tuning hooks.  loss(outputs, targets, weights, z_loss, label_smoothing) -> sums as
   # losses.weighted_cross_entropy (the default) for model outputs that are not plain logits;
   # extra_eval(params) -> scalars (F1, exact match, ROUGE, ...) computed on the host after
@@ -109,12 +123,19 @@ def _split_microbatches(x_BxX, m: int):
   return jnp.swapaxes(x_BxMxX, 0, 1)
 
 
-def make_train_step(model, objective, tx, config, par, loss=None) -> Callable:
-  """train_step(state, batch, rng) -> (state, metrics of sums); see the module docstring."""
+def make_train_step(model, objective, tx, config, par, loss=None, trainable=None) -> Callable:
+  """train_step(state, batch, rng) -> (state, metrics of sums); see the module docstring.
+
+  trainable: a tree of bools like the params (None: all); only those leaves are
+  differentiated and updated (`tx` holds state for them alone), the others pass through.
+  """
   m, o = config.optim.microbatches, config.objective
   loss = loss or losses.weighted_cross_entropy
+  split = ((lambda params: peft.partition(params, trainable)) if trainable is not None
+           else (lambda params: (params, {})))
 
-  def loss_fn(params, inputs, targets_BxT, weights_BxT, dropout_rng):
+  def loss_fn(train_params, frozen_params, inputs, targets_BxT, weights_BxT, dropout_rng):
+    params = peft.combine(train_params, frozen_params)
     logits_BxTxV = model.apply({'params': params}, **inputs, deterministic=False,
                                rngs={'dropout': dropout_rng})
     sums = loss(logits_BxTxV, targets_BxT, weights_BxT,
@@ -129,25 +150,26 @@ def make_train_step(model, objective, tx, config, par, loss=None) -> Callable:
     inputs, targets, weights = apply_objective(objective, batch, jax.random.fold_in(rng, 0),
                                                par.first_row(rows))
     dropout_rng = par.device_rng(jax.random.fold_in(rng, 1))
+    train_params, frozen_params = split(state.params)
 
-    # -- gradients of the summed loss, accumulated over microbatches --
+    # -- gradients of the summed loss (trainable leaves only), accumulated over microbatches --
     if m == 1:
-      grads, sums = grad_fn(state.params, inputs, targets, weights, dropout_rng)
+      grads, sums = grad_fn(train_params, frozen_params, inputs, targets, weights, dropout_rng)
     else:
       micro = jax.tree.map(lambda x: par.constrain_microbatches(_split_microbatches(x, m)),
                            (inputs, targets, weights))
       first = jax.tree.map(lambda x: x[0], micro)
-      shapes = jax.eval_shape(grad_fn, state.params, *first, dropout_rng)
+      shapes = jax.eval_shape(grad_fn, train_params, frozen_params, *first, dropout_rng)
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
 
       def accumulate(carry, xs):
         i, (mb_inputs, mb_targets, mb_weights) = xs
-        out = grad_fn(state.params, mb_inputs, mb_targets, mb_weights,
+        out = grad_fn(train_params, frozen_params, mb_inputs, mb_targets, mb_weights,
                       jax.random.fold_in(dropout_rng, i))
         return jax.tree.map(lambda a, b: a + b.astype(jnp.float32), carry, out), None
 
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(m), micro))
-      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, train_params)
 
     # -- summed over devices, divided once --
     grads, sums = par.sum((grads, sums))
@@ -156,11 +178,12 @@ def make_train_step(model, objective, tx, config, par, loss=None) -> Callable:
     grad_norm = optax.tree.norm(grads)
 
     # -- update, unless something is NaN/Inf --
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = tx.update(grads, state.opt_state, train_params)
+    new_params = optax.apply_updates(train_params, updates)
     finite = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    state = TrainState(step=state.step + 1, params=keep(params, state.params),
+    state = TrainState(step=state.step + 1,
+                       params=peft.combine(keep(new_params, train_params), frozen_params),
                        opt_state=keep(opt_state, state.opt_state))
     return state, {**sums, 'grad_norm': grad_norm, 'finite': finite.astype(jnp.float32)}
 
@@ -254,6 +277,8 @@ class StateSpec:
   row_length: int                                # packed row length the objective needs
   example_inputs: Any                            # abstract model inputs of one row
   example_targets: Any                           # abstract targets of one row
+  labels: Any                                    # 'train' | 'freeze' | 'lr*X' per param
+  trainable: Any                                 # bools per param: differentiated or not
 
 
 def make_state_spec(config, components: Components, rng) -> StateSpec:
@@ -271,16 +296,23 @@ def make_state_spec(config, components: Components, rng) -> StateSpec:
 
   boxed_params = jax.eval_shape(init_params, rng)
   abstract_params = _unbox(boxed_params)
-  labels = components.param_labels(abstract_params) if components.param_labels else None
-  tx = optim.make_optimizer(config, abstract_params, labels)
+  labels = (components.param_labels or (lambda p: peft.param_labels(p, config.peft)))(
+      abstract_params)
+  trainable = peft.trainable_mask(labels)
+  # The optimizer sees the trainable leaves only: frozen ones have no state at all.
+  train_labels = peft.partition(labels, trainable)[0]
+  all_train = set(jax.tree.leaves(train_labels)) == {'train'}
+  tx = optim.make_optimizer(config, peft.partition(abstract_params, trainable)[0],
+                            None if all_train else train_labels)
 
   def init_state(rng):
     params = _unbox(init_params(rng))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(peft.partition(params, trainable)[0]))
 
   return StateSpec(init_state, jax.eval_shape(init_state, rng), boxed_params,
                    nn.get_partition_spec(boxed_params), tx, row_length, example_inputs,
-                   example_targets)
+                   example_targets, labels, trainable)
 
 
 # ---------------------------------------------------------------------------
@@ -293,11 +325,20 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
   # -- Devices and checks, before anything compiles --
   parallel.initialize_distributed(config)
   config_lib.validate(config, num_devices=jax.device_count())
+  peft.check_config(config.peft)
+  # init.source: its weights, and the model / tokenizer fields it fixes (a resolved copy).
+  config = copy.deepcopy(config)
+  pretrained.pin_resumed_source(config, workdir)
+  source = pretrained.load_source(config)
+  inherited = pretrained.inherit_fields(config, source) if source else []
+  if inherited:
+    config_lib.validate(config, num_devices=jax.device_count())
   workdir = _prepare_workdir(workdir)
   par = parallel.make(config)
   t = config.train
   local_rows = t.batch_size // jax.process_count()
   components = components_fn(config)
+  components = dataclasses.replace(components, model=peft.wrap(components.model, config.peft))
   model, objective = components.model, components.objective
 
   # -- Model, optimizer and the abstract state --
@@ -321,26 +362,51 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
                  f'{par.num_devices} devices, {jax.process_count()} process(es); '
                  f'{step_flops["model"] + step_flops["head"]:.3g} FLOPs per step')
 
+  # -- Partitions, init.source and what checkpoints hold --
+  abstract_params = spec.abstract_state.params
+  match = pretrained.match_params(abstract_params, source) if source else None
+  # With a PEFT method and a source, checkpoints hold only what the source cannot give back.
+  adapter_only = match is not None and config.peft.method != 'none'
+  saved = None
+  if adapter_only:
+    trainable = {k for k, v in peft.flatten(spec.trainable).items() if v}
+    saved = trainable | set(match.fresh) | set(match.replaced)
+  view = lambda state: state if saved is None else state.replace(
+      params=peft.select(state.params, saved))
+  _write_params_report(workdir, config, reporter, abstract_params, spec.labels, inherited,
+                       match, saved)
+
   with par.context():
-    # -- Checkpoint: resume, or start from scratch --
+    # -- Checkpoint: resume, or start from scratch (or from init.source) --
     ckpt = checkpoint.Checkpointer(workdir, config)
     par.prepare(spec.abstract_state, spec.param_specs)
     global_abstract = par.global_abstract(spec.abstract_state)
-    ckpt.check_compatible(config, global_abstract)
-    restored = ckpt.restore_latest(global_abstract)
+    ckpt.check_compatible(config, view(global_abstract))
+    if not any(jax.tree.leaves(spec.trainable)):
+      raise config_lib.ConfigError('peft.rules', config.peft.rules,
+                                   'rules that leave some parameter trainable (with peft.method='
+                                   f'{config.peft.method!r} every one is frozen)')
+    restored = ckpt.restore_latest(view(global_abstract))
     if restored:
       start_step, global_state, data_state = restored
-      state = par.from_global(global_state)
+      if adapter_only:  # the base from init.source, then the saved params and optimizer
+        state = _place_params(par.init_state(spec.init_state, init_rng), par, match.copied)
+        state = _overlay(state, par, global_state)
+      else:
+        state = par.from_global(global_state)
       components.train_iter.set_state(data_state)
       reporter.print(f'resumed from step {start_step} ({ckpt.directory}/{start_step})')
     else:
       start_step = 0
       state = par.init_state(spec.init_state, init_rng)
+      if match is not None:
+        state = _place_params(state, par, match.copied)
       reporter.hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+    peft_info = source.pointer() if adapter_only else None
 
     # -- Compile --
-    train_step = par.compile(make_train_step(model, objective, tx, config, par, components.loss),
-                             returns_state=True)
+    train_step = par.compile(make_train_step(model, objective, tx, config, par, components.loss,
+                                             spec.trainable), returns_state=True)
     eval_step = par.compile(make_eval_step(model, objective, par, components.loss),
                             returns_state=False)
 
@@ -360,7 +426,8 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
       scalars = {'loss': loss, 'accuracy': totals['correct'] / max(totals['weight'], 1e-9),
                  'perplexity': math.exp(min(loss, 50.0)), 'tokens': totals['weight']}
       if components.extra_eval is not None:
-        scalars.update(components.extra_eval(par.to_global(state).params))
+        scalars.update(components.extra_eval(
+            peft.inference_params(par.to_global(state).params, config.peft)))
       return scalars
 
     # -- Train --
@@ -404,8 +471,8 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
           reporter.eval(done, eval_scalars)
         if save_due:
           ranked = {k: eval_scalars[k] for k in ('loss', 'accuracy')} if eval_scalars else None
-          ckpt.save(done, par.to_global(state), components.train_iter.get_state(), config,
-                    metrics=ranked)
+          ckpt.save(done, par.to_global(view(state)), components.train_iter.get_state(), config,
+                    metrics=ranked, peft_info=peft_info)
         if eval_due or save_due:
           reporter.restart_clock(done)
         last['step'] = done
@@ -418,6 +485,48 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
       ckpt.close()
       reporter.close()
   return last
+
+
+def _place_params(state: TrainState, par, host_params: dict[str, np.ndarray]) -> TrainState:
+  """The state with params replaced by host arrays ('/'-joined paths), in their shardings."""
+  if not host_params:
+    return state
+  global_state = par.to_global(state)
+  flat = peft.flatten(global_state.params)
+  for path, host in host_params.items():
+    old = flat[path]
+    host = np.asarray(host, old.dtype)
+    flat[path] = jax.make_array_from_callback(old.shape, old.sharding, lambda i, h=host: h[i])
+  return par.from_global(global_state.replace(params=peft.unflatten(flat)))
+
+
+def _overlay(state: TrainState, par, restored: TrainState) -> TrainState:
+  """A fresh state (base params placed) with a restored adapter-only state laid over it."""
+  global_state = par.to_global(state)
+  return par.from_global(global_state.replace(
+      step=restored.step, params=peft.combine(global_state.params, restored.params),
+      opt_state=restored.opt_state))
+
+
+def _write_params_report(workdir, config, reporter, abstract_params, labels, inherited, match,
+                         saved) -> None:
+  """Prints the parameter report and writes it to <workdir>/params_report.json."""
+  report = peft.report(abstract_params, labels)
+  report['method'] = config.peft.method
+  for note in inherited:
+    reporter.print(note)
+  reporter.print(peft.format_report(report))
+  if match is not None:
+    report['init'] = match.summary()
+    reporter.print(match.describe())
+  if saved is not None:
+    sizes = peft.flatten(jax.tree.map(lambda x: math.prod(x.shape), abstract_params))
+    report['checkpoint_params'] = sum(n for path, n in sizes.items() if path in saved)
+    reporter.print(f"checkpoints hold {report['checkpoint_params']:,} of {report['total']:,} "
+                   f'parameters (the rest comes from init.source={config.init.source})')
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'params_report.json'), 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=2)
 
 
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:

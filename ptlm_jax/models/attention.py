@@ -25,8 +25,16 @@ A chunk may hold several tokens (a prompt) or one (a step).  Slots never written
 segment id 0 and are masked, so right-padded prompts of different lengths share one
 cache: each row simply continues at its own position.
 
+Prefix tuning (`model.prefix_length` E > 0; Li & Liang 2021): every self-attention layer
+(BERT, GPT, both T5 stacks; not cross-attention) owns E learned key/value slots that are
+joined in front of its keys/values and attended by every query (mask True, no causal
+limit, T5 relative bias 0: the slots have no position).  They are parameters, not cache
+entries, so decoding joins them to the cached keys/values on every call unchanged.  With
+`model.prefix_hidden` > 0 they are reparameterised as MLP(embedding) (a per-layer
+E x D table -> dense -> tanh -> dense to 2 x H x K), which trains more stably.
+
 Legend: B batch, T query length, S key length, L cache length, D d_model, H heads,
-K head_dim.
+K head_dim, E prefix slots, G prefix MLP width.
 """
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ import jax.numpy as jnp
 
 from ptlm_jax.models import layers
 
+PREFIX_INIT_STD = 0.02  # prefix slots start as small as the models' own weights
 # Large finite negative for masked logits: exp() underflows to 0, but a fully masked row
 # stays finite (uniform weights) instead of producing NaN as -inf would.
 NEG_INF = -1e10
@@ -113,8 +122,8 @@ class Attention(nn.Module):
   In decode mode, self-attention writes this chunk's keys/values into the cache at
   `cache_index` and attends over all cached slots; cross-attention caches the encoder's
   keys/values when `kv_BxSxD` is given and reads them back when it is None.
-  Extension point for prefix tuning: extra key/value slots join `k`/`v` (and the mask)
-  right before `dot_product_attention`.
+  With `prefix_length` > 0, self-attention joins its learned `Prefix` slots to `k`/`v`
+  (and the mask, and the bias) right before `dot_product_attention`.
   """
   config: Any
   cross: bool = False
@@ -134,6 +143,9 @@ class Attention(nn.Module):
       v_BxSxHxK = proj('value', 'value')(kv_BxSxD)
       if self.decode:
         k_BxSxHxK, v_BxSxHxK = self._self_cache(k_BxSxHxK, v_BxSxHxK, cache_index)
+    if c.prefix_length and not self.cross:
+      k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS = join_prefix(
+          *Prefix(c, name='prefix')(), k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS)
     q_BxTxHxK = nn.with_logical_constraint(q_BxTxHxK, ('batch', 'length', 'heads', 'kv'))
     k_BxSxHxK = nn.with_logical_constraint(k_BxSxHxK, ('batch', 'length', 'heads', 'kv'))
     v_BxSxHxK = nn.with_logical_constraint(v_BxSxHxK, ('batch', 'length', 'heads', 'kv'))
@@ -173,6 +185,49 @@ class Attention(nn.Module):
     self.put_variable('cache', 'cached_key', jnp.swapaxes(k_BxSxHxK, 1, 2))
     self.put_variable('cache', 'cached_value', jnp.swapaxes(v_BxSxHxK, 1, 2))
     return k_BxSxHxK, v_BxSxHxK
+
+
+class Prefix(nn.Module):
+  """The E learned key and value slots of one self-attention layer (prefix tuning).
+
+  Direct: `key`, `value` ExHxK.  Reparameterised (`prefix_hidden` G > 0): an ExD
+  `embedding` -> `hidden` dense (DxG) -> tanh -> `project` dense (G x 2 x H x K).
+  Initialised small (normal 0.02, like the models' weights), so the frozen model's own
+  keys keep most of the attention at the start.
+  """
+  config: Any
+
+  @nn.compact
+  def __call__(self):
+    c = self.config
+    shape = (c.prefix_length, c.num_heads, c.head_dim)
+    if not c.prefix_hidden:
+      init = layers.init(PREFIX_INIT_STD, (None, 'heads', 'kv'))
+      key_ExHxK = self.param('key', init, shape, layers.param_dtype(c))
+      value_ExHxK = self.param('value', init, shape, layers.param_dtype(c))
+      return key_ExHxK, value_ExHxK
+    table_ExD = self.param('embedding', layers.init(PREFIX_INIT_STD, (None, 'embed')),
+                           (c.prefix_length, c.d_model), layers.param_dtype(c))
+    hidden_ExG = jnp.tanh(layers.dense(c, c.prefix_hidden, ('embed', 'mlp'), 'dense',
+                                       use_bias=True, name='hidden')(table_ExD))
+    kv_Ex2xHxK = layers.dense(c, (2,) + shape[1:], ('mlp', None, 'heads', 'kv'), 'dense',
+                              use_bias=True, name='project')(hidden_ExG)
+    return kv_Ex2xHxK[:, 0], kv_Ex2xHxK[:, 1]
+
+
+def join_prefix(key_ExHxK, value_ExHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS):
+  """Keys/values with the E prefix slots in front; every query may attend them."""
+  batch, e = k_BxSxHxK.shape[0], key_ExHxK.shape[0]
+  expand = lambda p_ExHxK, x: jnp.broadcast_to(p_ExHxK.astype(x.dtype)[None],
+                                               (batch,) + p_ExHxK.shape)
+  k_BxSxHxK = jnp.concatenate([expand(key_ExHxK, k_BxSxHxK), k_BxSxHxK], axis=1)
+  v_BxSxHxK = jnp.concatenate([expand(value_ExHxK, v_BxSxHxK), v_BxSxHxK], axis=1)
+  mask_Bx1xTxS = jnp.concatenate(
+      [jnp.ones(mask_Bx1xTxS.shape[:-1] + (e,), bool), mask_Bx1xTxS], axis=-1)
+  if bias_BxHxTxS is not None:
+    bias_BxHxTxS = jnp.concatenate(
+        [jnp.zeros(bias_BxHxTxS.shape[:-1] + (e,), bias_BxHxTxS.dtype), bias_BxHxTxS], axis=-1)
+  return k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS
 
 
 class DecodeState(nn.Module):

@@ -26,7 +26,10 @@ from ptlm_jax.models import attention, layers, stack
 
 
 class BertLayer(nn.Module):
-  """x = LN(x + Dropout(Attn(x))); x = LN(x + Dropout(MLP(x)))."""
+  """x = LN(x + Adapter(Dropout(Attn(x)))); x = LN(x + Adapter(Dropout(MLP(x)))).
+
+  (Adapter = identity unless `model.adapter_dim` > 0.)
+  """
   config: Any
   deterministic: bool = True
   decode: bool = False
@@ -36,11 +39,13 @@ class BertLayer(nn.Module):
     c, det = self.config, self.deterministic
     h_BxLxD = attention.Attention(c, deterministic=det, name='attention')(
         x_BxLxD, x_BxLxD, mask_Bx1xLxL)
-    x_BxLxD = layers.norm(c, 'attention_norm')(
-        x_BxLxD + nn.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
+    h_BxLxD = layers.adapter(c, 'attention_adapter')(
+        nn.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
+    x_BxLxD = layers.norm(c, 'attention_norm')(x_BxLxD + h_BxLxD)
     h_BxLxD = layers.Mlp(c, deterministic=det, name='mlp')(x_BxLxD)
-    x_BxLxD = layers.norm(c, 'mlp_norm')(
-        x_BxLxD + nn.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
+    h_BxLxD = layers.adapter(c, 'mlp_adapter')(
+        nn.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
+    x_BxLxD = layers.norm(c, 'mlp_norm')(x_BxLxD + h_BxLxD)
     return nn.with_logical_constraint(x_BxLxD, ('batch', 'length', 'embed')), None
 
 

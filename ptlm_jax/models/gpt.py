@@ -25,7 +25,7 @@ from ptlm_jax.models import attention, layers, stack
 
 
 class GptLayer(nn.Module):
-  """x += Dropout(Attn(LN(x))); x += Dropout(MLP(LN(x)))."""
+  """x += Adapter(Dropout(Attn(LN(x)))); x += Adapter(Dropout(MLP(LN(x)))) (adapters optional)."""
   config: Any
   deterministic: bool = True
   decode: bool = False
@@ -36,9 +36,11 @@ class GptLayer(nn.Module):
     h_BxTxD = layers.norm(c, 'attention_norm')(x_BxTxD)
     h_BxTxD = attention.Attention(c, deterministic=det, decode=self.decode, name='attention')(
         h_BxTxD, h_BxTxD, mask_Bx1xTxL, None, cache_index)
-    x_BxTxD = x_BxTxD + nn.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det)
+    x_BxTxD = x_BxTxD + layers.adapter(c, 'attention_adapter')(
+        nn.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det))
     h_BxTxD = layers.Mlp(c, deterministic=det, name='mlp')(layers.norm(c, 'mlp_norm')(x_BxTxD))
-    x_BxTxD = x_BxTxD + nn.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det)
+    x_BxTxD = x_BxTxD + layers.adapter(c, 'mlp_adapter')(
+        nn.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det))
     return nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'embed')), None
 
 

@@ -10,7 +10,7 @@ compute their statistics in float32.
   embed = layers.embedding(config, config.vocab_size, ('vocab', 'embed'), name='token_embed')
   x_BxLxD = embed(tokens_BxL)
 
-Legend: B batch, L length, D d_model, H heads, K head_dim, F d_ff, V vocab.
+Legend: B batch, L length, D d_model, H heads, K head_dim, F d_ff, V vocab, A adapter width.
 """
 from __future__ import annotations
 
@@ -144,8 +144,7 @@ class Mlp(nn.Module):
   """Position-wise feed-forward: act(x W_in) W_out, or T5 v1.1's gelu(x W_0) * (x W_1) W_out.
 
   T5 applies dropout on the hidden activation too (`inner_dropout`); BERT and GPT-2 only
-  drop the output, which the block does.  Extension point for adapters: the output of
-  `wo` is what a bottleneck adapter would wrap.
+  drop the output, which the block does (and then its `adapter`, if any).
   """
   config: Any
   deterministic: bool = True
@@ -164,6 +163,39 @@ class Mlp(nn.Module):
     if c.family == 't5':
       h_BxLxF = nn.Dropout(c.dropout_rate)(h_BxLxF, deterministic=self.deterministic)
     return dense(c, c.d_model, ('mlp', 'embed'), 'mlp_out', name='wo')(h_BxLxF)
+
+
+class Adapter(nn.Module):
+  """Houlsby et al. (2019) bottleneck adapter: x + up(act(down(x))), D -> A -> D.
+
+  `up` starts at zero, so a model with fresh adapters computes exactly what the model
+  without them computes; `down` starts like the model's other dense layers.  The
+  nonlinearity is the family's (T5's gated-gelu -> gelu_tanh).
+  """
+  config: Any
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    c = self.config
+    down = dense(c, c.adapter_dim, ('embed', 'mlp'), 'dense', use_bias=True, name='down')
+    h_BxLxA = down(x_BxLxD)
+    h_BxLxA = ACTIVATIONS.get(c.activation, ACTIVATIONS['gelu_tanh'])(h_BxLxA)
+    zeros = lambda names: nn.with_logical_partitioning(nn.initializers.zeros, names)
+    up = DenseGeneral(features=(c.d_model,), axis=(-1,), use_bias=True, dtype=dtype(c),
+                      param_dtype=param_dtype(c), kernel_init=zeros(('mlp', 'embed')),
+                      bias_init=zeros(('embed',)), name='up')
+    return x_BxLxD + up(h_BxLxA)
+
+
+def adapter(config, name: str):
+  """The block's adapter `name` when `model.adapter_dim` > 0, else the identity.
+
+  Blocks wrap each attention and MLP sublayer's output (after its dropout, before the
+  residual sum), the two places of Houlsby et al.
+  """
+  if not config.adapter_dim:
+    return lambda h: h
+  return Adapter(config, name=name)
 
 
 def relative_position_bucket(relative_position, bidirectional: bool, num_buckets: int,

@@ -31,7 +31,11 @@ from ptlm_jax.models import attention, layers, stack
 
 
 class T5Layer(nn.Module):
-  """x += Drop(SelfAttn(RMS(x))); [x += Drop(CrossAttn(RMS(x), enc))]; x += Drop(MLP(RMS(x)))."""
+  """x += Drop(SelfAttn(RMS(x))); [x += Drop(CrossAttn(RMS(x), enc))]; x += Drop(MLP(RMS(x))).
+
+  With `model.adapter_dim` > 0 an adapter wraps the self-attention and MLP outputs
+  (after Drop); cross-attention has none (Houlsby's two adapters per layer).
+  """
   config: Any
   deterministic: bool = True
   decode: bool = False
@@ -43,16 +47,16 @@ class T5Layer(nn.Module):
     c, det = self.config, self.deterministic
     drop = lambda h: nn.Dropout(c.dropout_rate)(h, deterministic=det)
     h_BxTxD = layers.norm(c, 'attention_norm')(x_BxTxD)
-    x_BxTxD = x_BxTxD + drop(attention.Attention(
+    x_BxTxD = x_BxTxD + layers.adapter(c, 'attention_adapter')(drop(attention.Attention(
         c, deterministic=det, decode=self.decode, name='attention')(
-            h_BxTxD, h_BxTxD, mask_Bx1xTxT, bias_BxHxTxT, cache_index))
+            h_BxTxD, h_BxTxD, mask_Bx1xTxT, bias_BxHxTxT, cache_index)))
     if self.is_decoder:
       h_BxTxD = layers.norm(c, 'cross_attention_norm')(x_BxTxD)
       x_BxTxD = x_BxTxD + drop(attention.Attention(
           c, cross=True, deterministic=det, decode=self.decode, name='cross_attention')(
               h_BxTxD, encoded_BxSxD, cross_mask_Bx1xTxS))
     h_BxTxD = layers.Mlp(c, deterministic=det, name='mlp')(layers.norm(c, 'mlp_norm')(x_BxTxD))
-    x_BxTxD = x_BxTxD + drop(h_BxTxD)
+    x_BxTxD = x_BxTxD + layers.adapter(c, 'mlp_adapter')(drop(h_BxTxD))
     return nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'embed')), None
 
 
