@@ -153,12 +153,15 @@ def _chunk_sums(h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, la
   q_BxCxV = jnp.where(ids_V == targets_BxC[..., None], on, 0.0) + off
   g_BxCxV = exp_BxCxV * scale_BxCx1 - weights_BxC[..., None] * q_BxCxV
   dbias_V = None if bias_V is None else jnp.sum(g_BxCxV, axis=(0, 1))
-  g_BxCxV = g_BxCxV.astype(h_BxCxD.dtype)  # the matmuls run in the model's compute dtype
-  dh_BxCxD = jnp.einsum('bcv,vd->bcd', g_BxCxV, table_VxD, preferred_element_type=jnp.float32)
+  # The two gradient matmuls run in the model's compute dtype and return it, as autodiff
+  # of the model's own projection does (XLA:CPU has no bf16 x bf16 -> f32 kernel for
+  # every shape); the chunks' table gradients add up in float32.
+  g_BxCxV = g_BxCxV.astype(h_BxCxD.dtype)
+  dh_BxCxD = jnp.einsum('bcv,vd->bcd', g_BxCxV, table_VxD)
   # table.T's gradient, D x V: h.T @ g reads g in its own row-major order (g.T @ h made
   # XLA:CPU transpose the whole [B*C, V] block first).
-  dtable_DxV = jnp.einsum('bcd,bcv->dv', h_BxCxD, g_BxCxV, preferred_element_type=jnp.float32)
-  return sums, (dh_BxCxD.astype(h_BxCxD.dtype), dtable_DxV, dbias_V)
+  dtable_DxV = jnp.einsum('bcd,bcv->dv', h_BxCxD, g_BxCxV).astype(jnp.float32)
+  return sums, (dh_BxCxD, dtable_DxV, dbias_V)
 
 
 def _chunked(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT, z_loss, label_smoothing,
