@@ -212,9 +212,12 @@ def compare_train(rounds: int, families: list[str], presets: list[str]) -> None:
                 f'--preset={preset}', f'--dtype={FLAGS.dtype}']
         ours += [f'--{k}={getattr(FLAGS, k)}' for k in ('steps', 'warmup')
                  if getattr(FLAGS, k) is not None]
+        # --steps / --warmup, when given, apply to every variant (the harness has the same flags).
+        counts = [a for k in ('steps', 'warmup') if getattr(FLAGS, k) is not None
+                  for a in (f'--{k}', str(getattr(FLAGS, k)))]
         runs = [('ptlm_jax', ours)] + [
-            (v, [FLAGS.peer_python] + scripts[v] + ['--config', preset, '--families', family])
-            for v in FLAGS.peers]
+            (v, [FLAGS.peer_python] + scripts[v] + ['--config', preset, '--families', family]
+             + counts) for v in FLAGS.peers]
         group, peak = [], None
         for variant, cmd in runs:
           stdout, error = _run(cmd)

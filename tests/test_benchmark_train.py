@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import flax.linen as nn
 import jax
@@ -114,8 +115,9 @@ def test_ties_count_the_first_maximum_as_the_prediction():
   assert float(fused['correct']) == 1.0
 
 
-@pytest.mark.parametrize('family, model', [('bert', {}), ('gpt', {}), ('t5', {}),
-                                           ('t5', dict(tie_embeddings=False)),
+# T5's tied head (the d_model**-0.5 rescale) and GPT in bfloat16 stand for the plainer cases
+# (GPT / T5 untied in float32), which the same code path computes.
+@pytest.mark.parametrize('family, model', [('bert', {}), ('t5', {}),
                                            ('gpt', dict(dtype='bfloat16'))])
 def test_fused_head_equals_the_models_logits(family, model):
   c = tiny_config(family, **model)
@@ -147,17 +149,21 @@ def test_fused_head_equals_the_models_logits(family, model):
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_train_steps_make_no_implicit_host_transfers():
-  bench = benchmark_train.TrainBench(tiny_config('bert'))
+@pytest.fixture(scope='module')
+def t5_bench():
+  return benchmark_train.TrainBench(tiny_config('t5', seq_len=32))
+
+
+def test_train_steps_make_no_implicit_host_transfers(t5_bench):
   with jax.transfer_guard('disallow'):
-    times = bench.run(3)  # state, batch and key live on the device; metrics stay there
+    times = t5_bench.run(3)  # state, batch and key live on the device; metrics stay there
   assert len(times) == 3
-  loss = bench.last_loss()
+  loss = t5_bench.last_loss()
   assert 0 < loss < 2 * np.log(384)
 
 
-def test_record_adds_up():
-  bench = benchmark_train.TrainBench(tiny_config('t5', seq_len=32))
+def test_record_adds_up(t5_bench):
+  bench = t5_bench
   times = [0.5, 0.25, 1.0]
   r = benchmark_train.record(bench, times, 3.0, peak_flops=2e9, preset='tiny')
   assert r['step_ms'] == 500.0 and r['timed_steps'] == 3 and r['step_ms_min'] == 250.0
@@ -190,7 +196,12 @@ def test_compare_hf_pairs_rounds_into_median_ratios(monkeypatch, capsys, tmp_pat
 
   monkeypatch.setattr(benchmark, '_run', fake_run)
   monkeypatch.setattr(benchmark, '_check_peers', lambda: None)
-  benchmark.FLAGS([sys.argv[0], f'--raw_dir={tmp_path}'])
+  # The flags compare_train reads, without parsing the process-wide FLAGS (other modules
+  # of the suite define required flags of their own).
+  monkeypatch.setattr(benchmark, 'FLAGS', types.SimpleNamespace(
+      raw_dir=str(tmp_path), out='', peers=['flax', 'torch', 'torch-compile'],
+      peer_python='peer-python', peer_script='/peers/hf_flax_train.py', dtype='float32',
+      steps=None, warmup=None, peer_timeout=60))
   benchmark.compare_train(2, ['gpt'], ['small'])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   summary = lines[-1]
@@ -205,7 +216,6 @@ def test_compare_hf_pairs_rounds_into_median_ratios(monkeypatch, capsys, tmp_pat
   assert ours[0]['mfu'] == pytest.approx(2e9 / 0.1 / 100e9)  # the flax run's peak
   raw = sorted(os.listdir(tmp_path))
   assert raw == ['flax.jsonl', 'ptlm_jax.jsonl', 'torch-compile.jsonl', 'torch.jsonl']
-  benchmark.FLAGS.unparse_flags()
 
 
 def test_gpu_script_runs_without_clu_tensorflow_or_tfds(tmp_path):
