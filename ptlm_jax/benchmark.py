@@ -1,27 +1,45 @@
 r"""Benchmarks, one JSON line per measurement; `--mode` picks what is timed.
 
-  python -m ptlm_jax.benchmark --mode=generate                  # greedy decode tokens/s
-  python -m ptlm_jax.benchmark --mode=generate --compare_hf=3   # + HF Flax, interleaved
+  python -m ptlm_jax.benchmark --family=bert --preset=small          # one training step, timed
+  python -m ptlm_jax.benchmark --family=bert,gpt,t5 --preset=small,base-ish --compare_hf=3
+  python -m ptlm_jax.benchmark --mode=generate [--compare_hf=3]     # greedy decode tokens/s
+  python -m ptlm_jax.benchmark --mode=compile --family=gpt --layers=2,24
 
-generate: the GPT small shape (vocab 8192, d_model 256, 4 layers, 4 heads, ffn 1024,
-512 positions, float32, random weights), batch 8, 16-token random prompts, exactly 128
-new tokens by greedy decoding (EOS banned until then, like the peer's min_length).  The
+train (default): the family's pretraining step (objective, model, loss, gradient, AdamW)
+at a preset of the peers' harness (shared/bench/peers: small = vocab 8192, d_model 256,
+4 layers (T5 4 + 4), 4 heads, ffn 1024, seq 128 (T5 targets 32), batch 32; base-ish =
+d_model 512, 6 layers, 8 heads, ffn 2048, seq 256 (T5 targets 64), batch 8), float32
+(`--dtype=bfloat16` for the mixed-precision figure), see benchmark_train.py.  The line
+has family, preset, params, step_ms (median of the timed steps after warm-up),
+tokens_per_s (input tokens: B x L, T5 B x S), mfu / mfu_excl_head (flops.py; needs a
+peak: `--peak_gflops`, or `--peak` measures the peers' f32 matmul peak), compile_s,
+first_step_s, device_kind, jax, the CPU contention while timing (foreign_cpu_frac,
+steal_frac) and the peers' field names, so `aggregate.py` tables it beside them.
+
+generate: the GPT small shape (vocab 8192, d_model 256, 4 layers, 4 heads, ffn 1024, 512
+positions, float32, random weights), batch 8, 16-token random prompts, exactly 128 new
+tokens by greedy decoding (EOS banned until then, like the peer's min_length).  The
 first call compiles; `new_tokens_per_s` = batch * new tokens / the median wall time of
 the next 5 calls, `ms_per_token_step` = that median / new tokens.
 
---compare_hf=N runs N rounds of (this benchmark, the peer harness's HF Flax
-`FlaxGPT2LMHeadModel.generate` under jax.jit on the same shape), each in a fresh
-process, alternating so that both see the same machine load, then prints the median of
-the per-round throughput ratios.  The peer harness (shared/bench/peers, its own venv:
-HF transformers 4.57.6 needs jax 0.9) is found through --peer_python and --peer_script.
+compile: the train step's trace + lower and XLA compile seconds with
+`model.scan_layers=True` at each `--layers` depth (best of `--repeats`), and the ratio to
+the first depth.
 
-New modes (training steps, ...) add a function to MODES.
+--compare_hf=N runs N rounds; in each, every measurement of ours and of each peer in
+`--peers` runs in a fresh process, one after the other (never two at once), ours first,
+so that all see the same machine load; then it prints the median over rounds of the
+per-round throughput ratios.  Training peers: HF Flax (`hf_flax_train.py`, which also
+measures the f32 matmul peak used for every MFU of the round), HF PyTorch eager and
+compiled (`torch_train.py [--compile]`); generation: HF Flax.  The harness (its own venv:
+HF transformers 4.57 needs jax 0.9) is found through --peer_python and --peer_script.
+`--raw_dir` also appends every line to <raw_dir>/<variant>.jsonl, the layout of the
+peers' run_all.sh, so `aggregate.py --raw <raw_dir>` makes one report of all of them.
 """
 from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,44 +48,55 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('mode', 'generate', 'What to time: ' + ', '.join(['generate']))
+MODES = ('train', 'generate', 'compile')
+flags.DEFINE_enum('mode', 'train', MODES, 'What to time.')
+flags.DEFINE_list('family', ['bert', 'gpt', 't5'], 'train / compile: bert, gpt, t5 (a list).')
+flags.DEFINE_list('preset', ['small'], 'train: small, base-ish (a list); compile: one.')
+flags.DEFINE_integer('steps', None, 'train: timed steps (default: the preset\'s, as the peers).')
+flags.DEFINE_integer('warmup', None, 'train: untimed steps first (default: the preset\'s).')
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'train: model.dtype (compute).')
+flags.DEFINE_float('peak_gflops', 0.0, 'train: peak GFLOP/s for MFU (0: the device table; a '
+                   'CPU has none).')
+flags.DEFINE_bool('peak', False, 'train: measure the peak as the peers do (best f32 matmul).')
+flags.DEFINE_list('layers', ['2', '24'], 'compile: layer counts (T5: per stack).')
+flags.DEFINE_integer('repeats', 2, 'compile: compilations per depth (the best is reported).')
 flags.DEFINE_integer('batch', 8, 'generate: prompts decoded together.')
 flags.DEFINE_integer('prompt_len', 16, 'generate: prompt tokens per row.')
 flags.DEFINE_integer('new_tokens', 128, 'generate: new tokens per row.')
-flags.DEFINE_integer('runs', 5, 'Timed calls after the compiling one.')
-flags.DEFINE_integer('compare_hf', 0, 'generate: rounds of (ours, HF Flax) in fresh processes '
+flags.DEFINE_integer('runs', 5, 'generate: timed calls after the compiling one.')
+flags.DEFINE_integer('compare_hf', 0, 'Rounds of (ours, each peer) in fresh processes '
                      '(0 = ours only, in this process).')
+flags.DEFINE_list('peers', ['flax', 'torch', 'torch-compile'],
+                  'train --compare_hf: peers to run (generate: HF Flax only).')
 flags.DEFINE_string('peer_python', os.path.expanduser('~/.cache/ptlm-peers/venv/bin/python'),
-                    'Python of the peer-benchmark venv (HF transformers + jax 0.9).')
+                    'Python of the peer-benchmark venv (HF transformers + jax 0.9 + torch).')
 flags.DEFINE_string('peer_script', '/work/shared/bench/peers/hf_flax_train.py',
-                    'The peer harness (shared/bench/peers/hf_flax_train.py).')
+                    'The HF Flax peer; torch_train.py is taken from the same folder.')
+flags.DEFINE_string('out', '', 'Also append every JSON line to this file.')
+flags.DEFINE_string('raw_dir', '', '--compare_hf: also append lines to <raw_dir>/<variant>.jsonl '
+                    '(the peers\' aggregate.py layout).')
+flags.DEFINE_integer('peer_timeout', 900, 'Seconds before a benchmark process is given up.')
 
 # The peer harness's `small` preset (shared/bench/peers/common.py).
 SMALL_GPT = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, head_dim=64,
                  d_ff=1024, max_len=512)
+# Targets of issue 9 (median ratio of tokens/s): HF Flax (BERT: 1.5), best HF PyTorch.
+TARGET_VS_FLAX = {'bert': 1.5, 'gpt': 1.3, 't5': 1.3}
+TARGET_VS_TORCH = 1.2
+TARGET_DECODE_VS_FLAX = 2.0
 
 
-def _cpu_times() -> tuple[float, float, float, float]:
-  """(wall s, busy s of every CPU, hypervisor-stolen s, this process's CPU s); Linux."""
-  try:
-    with open('/proc/stat') as f:
-      fields = [int(x) for x in f.readline().split()[1:]]
-  except OSError:
-    fields = [0] * 8
-  hz = os.sysconf('SC_CLK_TCK')
-  busy = sum(fields[i] for i in (0, 1, 2, 5, 6)) / hz  # user nice system irq softirq
-  steal = (fields[7] if len(fields) > 7 else 0) / hz
-  own = resource.getrusage(resource.RUSAGE_SELF)
-  return time.perf_counter(), busy, steal, own.ru_utime + own.ru_stime
-
-
-def _load(before, after) -> dict:
-  """CPU used by other processes and stolen while timing, as fractions of all CPUs: on a
-  shared machine, read throughput next to these (the peer harness records the same)."""
-  capacity = (after[0] - before[0]) * (os.cpu_count() or 1)
-  own = after[3] - before[3]
-  return dict(foreign_cpu_frac=round(max(0.0, after[1] - before[1] - own) / capacity, 4),
-              steal_frac=round((after[2] - before[2]) / capacity, 4))
+def _emit(record: dict, variant: str = '') -> None:
+  line = json.dumps(record, sort_keys=True)
+  print(line, flush=True)
+  if FLAGS.out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, 'a', encoding='utf-8') as f:
+      f.write(line + '\n')
+  if FLAGS.raw_dir and variant:
+    os.makedirs(FLAGS.raw_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.raw_dir, f'{variant}.jsonl'), 'a', encoding='utf-8') as f:
+      f.write(line + '\n')
 
 
 def _versions() -> dict:
@@ -77,12 +106,16 @@ def _versions() -> dict:
               device_kind=device.device_kind, host_cpus=os.cpu_count())
 
 
+# ---------------------------------------------------------------------------
+# Decoding.
+
 def bench_generate(batch: int, prompt_len: int, new_tokens: int, runs: int) -> dict:
   """Greedy decoding throughput of this project's loop on the GPT small shape."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top  (jax starts on first use)
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from ptlm_jax import config_lib, generate, models  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top  (jax starts on first use)
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from ptlm_jax import benchmark_train, config_lib, generate, models
 
   m = config_lib.base_config('gpt', 'small').model
   m.update(SMALL_GPT, dropout_rate=0.0, attention_dropout_rate=0.0, dtype='float32')
@@ -102,12 +135,12 @@ def bench_generate(batch: int, prompt_len: int, new_tokens: int, runs: int) -> d
   tokens = call()
   first = time.perf_counter() - start
   assert tokens.shape == (batch, new_tokens), tokens.shape
-  times, before = [], _cpu_times()
+  times, before = [], benchmark_train.cpu_times()
   for _ in range(runs):
     start = time.perf_counter()
     call()
     times.append(time.perf_counter() - start)
-  load = _load(before, _cpu_times())
+  load = benchmark_train.contention(before, benchmark_train.cpu_times())
   median = statistics.median(times)
   return dict(peer='ptlm_jax', kind='generate', family='gpt', config='small', gen_batch=batch,
               prompt_len=prompt_len, new_tokens=new_tokens, first_call_s=round(first, 3),
@@ -116,23 +149,125 @@ def bench_generate(batch: int, prompt_len: int, new_tokens: int, runs: int) -> d
               ms_per_token_step=round(median / new_tokens * 1e3, 3), **load, **_versions())
 
 
-MODES = {'generate': bench_generate}
+# ---------------------------------------------------------------------------
+# Fresh-process comparisons with the peers' harness.
+
+def _records(output: str, kind: str) -> list[dict]:
+  """The JSON lines of a process's stdout whose kind is `kind`."""
+  found = []
+  for line in output.splitlines():
+    if line.startswith('{'):
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get('kind') == kind:
+        found.append(record)
+  return found
 
 
-def _json_line(output: str) -> dict:
-  """The last line of a process's stdout that is a generation record."""
-  for line in reversed(output.strip().splitlines()):
-    if line.startswith('{') and '"generate"' in line:
-      return json.loads(line)
-  raise RuntimeError(f'no generation record in:\n{output[-2000:]}')
+def _run(cmd: list[str]) -> tuple[str, str]:
+  """(stdout, '') of a finished process, or ('', why it failed)."""
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.peer_timeout,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  except subprocess.TimeoutExpired:
+    return '', f'timed out after {FLAGS.peer_timeout} s'
+  if proc.returncode != 0:
+    return '', f'exit {proc.returncode}: {proc.stderr.strip()[-300:]}'
+  return proc.stdout, ''
 
 
-def compare_hf(rounds: int, batch: int, prompt_len: int, new_tokens: int, runs: int) -> None:
-  """Alternates fresh processes of this benchmark and the HF Flax peer; prints the ratios."""
+def _check_peers() -> None:
   for path in (FLAGS.peer_python, FLAGS.peer_script):
     if not os.path.exists(path):
       raise app.UsageError(f'{path} not found: set --peer_python / --peer_script '
                            '(shared/bench/peers/setup_venv.sh makes the venv)')
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+  return round(ours / theirs, 3) if ours and theirs else None
+
+
+def _median(values) -> float | None:
+  values = [v for v in values if v is not None]
+  return round(statistics.median(values), 3) if values else None
+
+
+def compare_train(rounds: int, families: list[str], presets: list[str]) -> None:
+  """Rounds of (ours, each peer) per preset and family; prints the median ratios."""
+  _check_peers()
+  peer_dir = os.path.dirname(os.path.abspath(FLAGS.peer_script))
+  scripts = {'flax': [FLAGS.peer_script, '--peak'],
+             'torch': [os.path.join(peer_dir, 'torch_train.py')],
+             'torch-compile': [os.path.join(peer_dir, 'torch_train.py'), '--compile']}
+  unknown = sorted(set(FLAGS.peers) - set(scripts))
+  if unknown:
+    raise app.UsageError(f'--peers={unknown}: expected some of {sorted(scripts)}')
+  tokens = {}  # (preset, family, variant) -> [tokens/s per round]
+  for r in range(rounds):
+    for preset in presets:
+      for family in families:
+        ours = [sys.executable, '-m', 'ptlm_jax.benchmark', '--mode=train', f'--family={family}',
+                f'--preset={preset}', f'--dtype={FLAGS.dtype}']
+        ours += [f'--{k}={getattr(FLAGS, k)}' for k in ('steps', 'warmup')
+                 if getattr(FLAGS, k) is not None]
+        # --steps / --warmup, when given, apply to every variant (the harness has the same flags).
+        counts = [a for k in ('steps', 'warmup') if getattr(FLAGS, k) is not None
+                  for a in (f'--{k}', str(getattr(FLAGS, k)))]
+        runs = [('ptlm_jax', ours)] + [
+            (v, [FLAGS.peer_python] + scripts[v] + ['--config', preset, '--families', family]
+             + counts) for v in FLAGS.peers]
+        group, peak = [], None
+        for variant, cmd in runs:
+          stdout, error = _run(cmd)
+          found = _records(stdout, 'train')
+          peaks = _records(stdout, 'peak')
+          if peaks:
+            peak = peaks[0]['best_gflops']['float32']
+            _emit(dict(peaks[0], round=r), variant)
+          if error or not found:
+            _emit(dict(kind='error', variant=variant, family=family, preset=preset, round=r,
+                       error=error or 'no train record'))
+            continue
+          group.append((variant, dict(found[0], round=r, variant=variant)))
+        for variant, rec in group:
+          if peak and rec.get('peer') == 'ptlm_jax':  # one MFU denominator per round
+            step_s = rec['step_ms_median'] / 1e3
+            rec.update(peak_gflops=peak,
+                       mfu=round((rec['model_flops_per_step'] + rec['head_flops_per_step'])
+                                 / step_s / (peak * 1e9), 4),
+                       mfu_excl_head=round(rec['model_flops_per_step'] / step_s / (peak * 1e9),
+                                           4))
+          _emit(rec, variant)
+          tokens.setdefault((preset, family, variant), []).append(
+              (r, rec['batch'] * rec['seq'] / (rec['step_ms_median'] / 1e3)))
+  for preset in presets:
+    for family in families:
+      per_round = {v: dict(tokens.get((preset, family, v), [])) for v in ['ptlm_jax'] + FLAGS.peers}
+      vs_flax, vs_torch = [], []
+      for r in range(rounds):
+        ours = per_round['ptlm_jax'].get(r)
+        vs_flax.append(_ratio(ours, per_round.get('flax', {}).get(r)))
+        torch = [per_round[v].get(r) for v in ('torch', 'torch-compile') if v in per_round]
+        torch = [t for t in torch if t]
+        vs_torch.append(_ratio(ours, max(torch)) if torch else None)
+      flax_ratio, torch_ratio = _median(vs_flax), _median(vs_torch)
+      _emit(dict(
+          kind='train_comparison', family=family, preset=preset, rounds=rounds,
+          dtype=FLAGS.dtype,
+          tokens_per_s_median={v: _median(per_round[v].values()) for v in per_round},
+          ratios_vs_hf_flax=vs_flax, ratios_vs_best_hf_torch=vs_torch,
+          median_ratio_vs_hf_flax=flax_ratio, median_ratio_vs_best_hf_torch=torch_ratio,
+          target_vs_hf_flax=TARGET_VS_FLAX[family], target_vs_best_hf_torch=TARGET_VS_TORCH,
+          met=bool(flax_ratio and flax_ratio >= TARGET_VS_FLAX[family] and torch_ratio
+                   and torch_ratio >= TARGET_VS_TORCH)))
+
+
+def compare_generate(rounds: int, batch: int, prompt_len: int, new_tokens: int,
+                     runs: int) -> None:
+  """Alternates fresh processes of this benchmark and the HF Flax peer; prints the ratios."""
+  _check_peers()
   ours_cmd = [sys.executable, '-m', 'ptlm_jax.benchmark', '--mode=generate', f'--batch={batch}',
               f'--prompt_len={prompt_len}', f'--new_tokens={new_tokens}', f'--runs={runs}']
   # --families '' : no training measurements, generation only (--steps 0 would leave the
@@ -143,36 +278,69 @@ def compare_hf(rounds: int, batch: int, prompt_len: int, new_tokens: int, runs: 
   ratios, records = [], []
   for r in range(rounds):
     pair = []
-    for name, cmd in (('ours', ours_cmd), ('hf-flax', theirs_cmd)):
-      proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                            env=dict(os.environ, JAX_PLATFORMS='cpu'))
-      record = _json_line(proc.stdout)
-      record['round'] = r
-      print(json.dumps(record, sort_keys=True), flush=True)
+    for variant, cmd in (('ptlm_jax', ours_cmd), ('flax', theirs_cmd)):
+      stdout, error = _run(cmd)
+      found = _records(stdout, 'generate')
+      if error or not found:
+        raise RuntimeError(f'{variant} generation failed: {error or stdout[-2000:]}')
+      record = dict(found[-1], round=r)
+      _emit(record, variant)
       pair.append(record['new_tokens_per_s'])
       records.append(record)
     ratios.append(pair[0] / pair[1])
   ours = [x['new_tokens_per_s'] for x in records if x['peer'] == 'ptlm_jax']
   theirs = [x['new_tokens_per_s'] for x in records if x['peer'] != 'ptlm_jax']
-  print(json.dumps(dict(kind='generate_comparison', rounds=rounds,
-                        ours_new_tokens_per_s_median=statistics.median(ours),
-                        hf_flax_new_tokens_per_s_median=statistics.median(theirs),
-                        ratios=[round(x, 3) for x in ratios],
-                        median_ratio=round(statistics.median(ratios), 3))), flush=True)
+  median = round(statistics.median(ratios), 3)
+  _emit(dict(kind='generate_comparison', rounds=rounds,
+             ours_new_tokens_per_s_median=statistics.median(ours),
+             hf_flax_new_tokens_per_s_median=statistics.median(theirs),
+             ratios=[round(x, 3) for x in ratios], median_ratio=median,
+             target=TARGET_DECODE_VS_FLAX, met=median >= TARGET_DECODE_VS_FLAX))
+
+
+# ---------------------------------------------------------------------------
+
+def _check_names(families: list[str], presets: list[str]) -> None:
+  from ptlm_jax import benchmark_train, config_lib  # pylint: disable=g-import-not-at-top
+  for family in families:
+    if family not in config_lib.FAMILIES:
+      raise app.UsageError(f'--family={family!r}: expected some of {config_lib.FAMILIES}')
+  for preset in presets:
+    if preset not in benchmark_train.PRESETS:
+      raise app.UsageError(f'--preset={preset!r}: expected some of '
+                           f'{sorted(benchmark_train.PRESETS)}')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if FLAGS.mode not in MODES:
-    raise app.UsageError(f'--mode={FLAGS.mode!r}: expected one of {sorted(MODES)}')
-  if FLAGS.compare_hf:
-    if FLAGS.mode != 'generate':
-      raise app.UsageError('--compare_hf applies to --mode=generate')
-    compare_hf(FLAGS.compare_hf, FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.runs)
+  if FLAGS.mode == 'generate':
+    if FLAGS.compare_hf:
+      compare_generate(FLAGS.compare_hf, FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens,
+                       FLAGS.runs)
+    else:
+      _emit(bench_generate(FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.runs))
     return
-  record = MODES[FLAGS.mode](FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.runs)
-  print(json.dumps(record, sort_keys=True), flush=True)
+  _check_names(FLAGS.family, FLAGS.preset)
+  from ptlm_jax import benchmark_train  # pylint: disable=g-import-not-at-top  (imports jax)
+  if FLAGS.mode == 'compile':
+    layers = [int(n) for n in FLAGS.layers]
+    for family in FLAGS.family:
+      for record in benchmark_train.bench_compile(family, tuple(layers), FLAGS.preset[0],
+                                                  FLAGS.repeats):
+        _emit(record)
+    return
+  if FLAGS.compare_hf:
+    compare_train(FLAGS.compare_hf, FLAGS.family, FLAGS.preset)
+    return
+  peak = FLAGS.peak_gflops * 1e9
+  if FLAGS.peak:
+    peak = benchmark_train.matmul_peak()
+  for preset in FLAGS.preset:
+    for family in FLAGS.family:
+      record = benchmark_train.bench_train(family, preset, FLAGS.steps, FLAGS.warmup, peak,
+                                           dtype=FLAGS.dtype)
+      _emit(record)
 
 
 if __name__ == '__main__':

@@ -195,6 +195,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   t.profile_steps = ''                   # 'start:end' to write a profiler trace
   t.keep_best_by = 'loss'                # eval metric whose best checkpoint is always kept: loss | accuracy | '' (none)
   t.peak_flops = 0.0                     # per-device peak FLOP/s for MFU (0 = from the device table; CPU: unknown)
+  t.loss_chunk_tokens = 1024             # LM pretraining: target tokens per chunk of the fused vocab projection + loss (losses.projected_cross_entropy); 0 = full logits, then the loss
 
   # --- task (fine-tuning; configs/finetune/*.py set it) ---------------------
   c.task = k = ml_collections.ConfigDict()
@@ -445,6 +446,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _one_of(config, 'train.nan_policy', ('stop', 'skip'))
   _one_of(config, 'train.keep_best_by', ('loss', 'accuracy', ''))
   _positive(config, 'train.peak_flops', strict=False)
+  _check(isinstance(t.loss_chunk_tokens, int) and t.loss_chunk_tokens >= 0, 'train.loss_chunk_tokens',
+         t.loss_chunk_tokens, 'an integer >= 0 (0 = no fused LM head)')
   _check(t.profile_steps == '' or re.fullmatch(r'\d+:\d+', str(t.profile_steps)) is not None
          and int(t.profile_steps.split(':')[0]) < int(t.profile_steps.split(':')[1]),
          'train.profile_steps', t.profile_steps, "'' or 'start:end' with start < end (steps)")

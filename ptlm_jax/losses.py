@@ -18,12 +18,21 @@ V is the logits' last axis (the model's padded vocabulary), as in T5X.
 All arithmetic is float32 whatever the logits' dtype (bf16 logits are upcast first),
 and log Z is a max-shifted logsumexp.
 
-Legend: B batch, T target length, V vocabulary.
+`projected_cross_entropy(h, table, bias, targets, weights, ...)` is the same sums for
+logits = h @ table.T + bias, computed a chunk of target positions at a time without
+ever holding the [B, T, V] logits, and with the gradient computed in the same pass (the
+train step's fused LM head, see the function).
+
+Legend: B batch, T target length, V vocabulary, D d_model, C target positions per chunk,
+N chunks.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def weighted_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
@@ -56,7 +65,7 @@ def weighted_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
   else:
     ce_BxT = nll_BxT
   z_BxT = z_loss * jnp.square(log_z_BxT)
-  correct_BxT = jnp.argmax(logits, axis=-1) == targets_BxT
+  correct_BxT = first_argmax(logits) == targets_BxT
   return {
       'loss': jnp.sum(weights * (ce_BxT + z_BxT)),
       'z_loss': jnp.sum(weights * z_BxT),
@@ -64,6 +73,18 @@ def weighted_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
       'correct': jnp.sum(weights * correct_BxT),
       'weight': jnp.sum(weights),
   }
+
+
+def first_argmax(logits_BxTxV: jax.Array) -> jax.Array:
+  """jnp.argmax over the last axis (the first index of the maximum) as two plain reductions.
+
+  XLA:CPU lowers argmax to a variadic reduce that took 4 % of a GPT training step here;
+  max, then the smallest index holding it, is the same answer (NaN rows aside).
+  """
+  vocab = logits_BxTxV.shape[-1]
+  max_BxTx1 = jnp.max(logits_BxTxV, axis=-1, keepdims=True)
+  ids_V = jnp.arange(vocab, dtype=jnp.int32)
+  return jnp.min(jnp.where(logits_BxTxV == max_BxTx1, ids_V, vocab), axis=-1)
 
 
 def metrics_from_sums(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -79,3 +100,146 @@ def metrics_from_sums(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
       'perplexity': jnp.exp(sums['nll'] / weight),
       'tokens': sums['weight'],
   }
+
+
+# ---------------------------------------------------------------------------
+# The fused LM head: vocabulary projection + cross-entropy, chunk by chunk.
+
+def chunk_positions(batch: int, length: int, chunk_tokens: int) -> int:
+  """C: the largest divisor of `length` with batch * C <= chunk_tokens (at least 1)."""
+  fits = [c for c in range(1, length + 1) if length % c == 0 and batch * c <= chunk_tokens]
+  return max(fits, default=1)
+
+
+def _chunk_sums(h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, label_smoothing,
+                with_grads: bool):
+  """The loss sums of one chunk and, with_grads, d(loss sum) / d(h, table.T, bias)."""
+  vocab = table_VxD.shape[0]
+  table_VxD = table_VxD.astype(h_BxCxD.dtype)
+  logits_BxCxV = jnp.einsum('bcd,vd->bcv', h_BxCxD, table_VxD,
+                            preferred_element_type=jnp.float32)
+  if bias_V is not None:
+    logits_BxCxV = logits_BxCxV + bias_V.astype(jnp.float32)
+  targets_BxC = targets_BxC.astype(jnp.int32)
+  weights_BxC = weights_BxC.astype(jnp.float32)
+  max_BxCx1 = jnp.max(logits_BxCxV, axis=-1, keepdims=True)
+  exp_BxCxV = jnp.exp(logits_BxCxV - max_BxCx1)
+  sum_BxCx1 = jnp.sum(exp_BxCxV, axis=-1, keepdims=True)
+  log_z_BxC = (max_BxCx1 + jnp.log(sum_BxCx1))[..., 0]
+  target_logit_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
+  nll_BxC = log_z_BxC - target_logit_BxC
+  on, off = 1.0, 0.0  # the target distribution q: `on` + `off` at the target, `off` elsewhere
+  if label_smoothing:
+    confidence = 1.0 - label_smoothing
+    off = label_smoothing / (vocab - 1)
+    on = confidence - off
+    normalizing = -(confidence * np.log(confidence) + (vocab - 1) * off * np.log(off + 1e-20))
+    ce_BxC = (log_z_BxC - on * target_logit_BxC - off * jnp.sum(logits_BxCxV, axis=-1)
+              - normalizing)
+  else:
+    ce_BxC = nll_BxC
+  z_BxC = z_loss * jnp.square(log_z_BxC)
+  ids_V = jnp.arange(vocab, dtype=jnp.int32)
+  first_max_BxC = jnp.min(jnp.where(logits_BxCxV == max_BxCx1, ids_V, vocab), axis=-1)
+  sums = {'loss': jnp.sum(weights_BxC * (ce_BxC + z_BxC)),
+          'z_loss': jnp.sum(weights_BxC * z_BxC),
+          'nll': jnp.sum(weights_BxC * nll_BxC),
+          'correct': jnp.sum(weights_BxC * (first_max_BxC == targets_BxC)),
+          'weight': jnp.sum(weights_BxC)}
+  if not with_grads:
+    return sums, None
+  # d/dlogits of w * (ce + z_loss log_z^2) = w * (softmax * (1 + 2 z_loss log_z) - q)
+  scale_BxCx1 = (weights_BxC * (1.0 + 2.0 * z_loss * log_z_BxC))[..., None] / sum_BxCx1
+  q_BxCxV = jnp.where(ids_V == targets_BxC[..., None], on, 0.0) + off
+  g_BxCxV = exp_BxCxV * scale_BxCx1 - weights_BxC[..., None] * q_BxCxV
+  dbias_V = None if bias_V is None else jnp.sum(g_BxCxV, axis=(0, 1))
+  # The two gradient matmuls run in the model's compute dtype and return it, as autodiff
+  # of the model's own projection does (XLA:CPU has no bf16 x bf16 -> f32 kernel for
+  # every shape); the chunks' table gradients add up in float32.
+  g_BxCxV = g_BxCxV.astype(h_BxCxD.dtype)
+  dh_BxCxD = jnp.einsum('bcv,vd->bcd', g_BxCxV, table_VxD)
+  # table.T's gradient, D x V: h.T @ g reads g in its own row-major order (g.T @ h made
+  # XLA:CPU transpose the whole [B*C, V] block first).
+  dtable_DxV = jnp.einsum('bcd,bcv->dv', h_BxCxD, g_BxCxV).astype(jnp.float32)
+  return sums, (dh_BxCxD, dtable_DxV, dbias_V)
+
+
+def _chunked(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT, z_loss, label_smoothing,
+             chunk_tokens, with_grads):
+  """Sums (and gradients) over every chunk of C target positions, all rows at once."""
+  b, t, d = h_BxTxD.shape
+  c = chunk_positions(b, t, chunk_tokens)
+  run = lambda h_BxCxD, targets_BxC, weights_BxC: _chunk_sums(
+      h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, label_smoothing, with_grads)
+  if c == t:
+    return run(h_BxTxD, targets_BxT, weights_BxT)
+  # Chunks split the target axis, so the batch axis (sharded over data) stays whole.
+  split = lambda x: jnp.moveaxis(x.reshape((b, t // c, c) + x.shape[2:]), 1, 0)
+  zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+      lambda: run(h_BxTxD[:, :c], targets_BxT[:, :c], weights_BxT[:, :c])[0]))
+  zero_grads = (None if not with_grads else
+                (jnp.zeros(table_VxD.shape[::-1], jnp.float32),
+                 None if bias_V is None else jnp.zeros(bias_V.shape, jnp.float32)))
+
+  def body(carry, xs):
+    sums, grads = run(*xs)
+    total = jax.tree.map(jnp.add, carry[0], sums)
+    if not with_grads:
+      return (total, None), None
+    dh_BxCxD, dtable_DxV, dbias_V = grads
+    dparams = (carry[1][0] + dtable_DxV, None if dbias_V is None else carry[1][1] + dbias_V)
+    return (total, dparams), dh_BxCxD
+
+  (sums, dparams), dh_NxBxCxD = jax.lax.scan(
+      body, (zero_sums, zero_grads), (split(h_BxTxD), split(targets_BxT), split(weights_BxT)))
+  if not with_grads:
+    return sums, None
+  dh_BxTxD = jnp.moveaxis(dh_NxBxCxD, 0, 1).reshape(h_BxTxD.shape)
+  return sums, (dh_BxTxD,) + dparams
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _projected(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT, z_loss, label_smoothing,
+               chunk_tokens):
+  return _chunked(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT, z_loss, label_smoothing,
+                  chunk_tokens, with_grads=False)[0]
+
+
+def _projected_fwd(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT, z_loss, label_smoothing,
+                   chunk_tokens):
+  sums, (dh, dtable_DxV, dbias) = _chunked(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT,
+                                           z_loss, label_smoothing, chunk_tokens, with_grads=True)
+  grads = (dh, dtable_DxV.T.astype(table_VxD.dtype),
+           None if dbias is None else dbias.astype(bias_V.dtype))
+  return sums, (grads, targets_BxT, weights_BxT)
+
+
+def _projected_bwd(z_loss, label_smoothing, chunk_tokens, residuals, ct_sums):
+  del z_loss, label_smoothing, chunk_tokens
+  (dh, dtable, dbias), targets_BxT, weights_BxT = residuals
+  ct = ct_sums['loss']  # only 'loss' carries a gradient (see projected_cross_entropy)
+  scaled = lambda g: None if g is None else g * ct.astype(g.dtype)
+  return (scaled(dh), scaled(dtable), scaled(dbias),
+          np.zeros(targets_BxT.shape, jax.dtypes.float0), jnp.zeros_like(weights_BxT))
+
+
+_projected.defvjp(_projected_fwd, _projected_bwd)
+
+
+def projected_cross_entropy(h_BxTxD: jax.Array, table_VxD: jax.Array, bias_V: jax.Array | None,
+                            targets_BxT: jax.Array, weights_BxT: jax.Array, z_loss: float = 0.0,
+                            label_smoothing: float = 0.0, chunk_tokens: int = 1024
+                            ) -> dict[str, jax.Array]:
+  """`weighted_cross_entropy(h @ table.T + bias, targets, weights, ...)`, the same sums.
+
+  The vocabulary projection and the loss run together, C target positions (all B rows)
+  at a time, C the largest divisor of T with B * C <= `chunk_tokens`: the float32
+  [B, C, V] logits of one chunk stay in cache and the [B, T, V] logits never exist.
+  Under `jax.grad` the same pass also computes d(loss)/d(h, table, bias) (softmax - q
+  from the chunk's logits, then the two matmuls), so nothing is recomputed and no
+  logits are kept for the backward pass; the backward pass only scales them.  Only
+  the `loss` sum has a gradient (the other sums are metrics).  The matmuls run in
+  h's dtype with float32 accumulation, as the models' own output projection.
+  """
+  return _projected(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT, float(z_loss),
+                    float(label_smoothing), int(chunk_tokens))

@@ -123,6 +123,38 @@ def _split_microbatches(x_BxX, m: int):
   return jnp.swapaxes(x_BxMxX, 0, 1)
 
 
+def _chunk_tokens(config) -> int:
+  return config.train.get('loss_chunk_tokens', 0)  # absent in configs saved before it existed
+
+
+def model_loss(model, chunk_tokens: int, loss=None) -> Callable:
+  """(params, inputs, targets, weights, z_loss, label_smoothing, **apply_kwargs) -> loss sums.
+
+  A pretraining LM (no `loss` hook, `model.head='lm'`, `chunk_tokens` > 0: the config's
+  `train.loss_chunk_tokens`) takes the fused path: the model's `lm_head_inputs` (the
+  features before the vocabulary projection, and its table) go to
+  `losses.projected_cross_entropy`, which never builds the [B, T, V] logits and computes
+  their gradient in the same pass.  Otherwise the
+  model's logits go to `loss` (default `losses.weighted_cross_entropy`).  Same sums.
+  """
+  model_config = getattr(model, 'config', None)
+  if (loss is None and chunk_tokens > 0 and hasattr(model, 'lm_head_inputs')
+      and getattr(model_config, 'head', None) == 'lm'):
+    def fused(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
+      h_BxTxD, table_VxD, bias_V = model.apply({'params': params}, **inputs,
+                                               method='lm_head_inputs', **kwargs)
+      return losses.projected_cross_entropy(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT,
+                                            z_loss, label_smoothing, chunk_tokens)
+    return fused
+  loss = loss or losses.weighted_cross_entropy
+
+  def plain(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
+    logits_BxTxV = model.apply({'params': params}, **inputs, **kwargs)
+    return loss(logits_BxTxV, targets_BxT, weights_BxT, z_loss=z_loss,
+                label_smoothing=label_smoothing)
+  return plain
+
+
 def make_train_step(model, objective, tx, config, par, loss=None, trainable=None) -> Callable:
   """train_step(state, batch, rng) -> (state, metrics of sums); see the module docstring.
 
@@ -130,16 +162,14 @@ def make_train_step(model, objective, tx, config, par, loss=None, trainable=None
   differentiated and updated (`tx` holds state for them alone), the others pass through.
   """
   m, o = config.optim.microbatches, config.objective
-  loss = loss or losses.weighted_cross_entropy
+  sums_fn = model_loss(model, _chunk_tokens(config), loss)
   split = ((lambda params: peft.partition(params, trainable)) if trainable is not None
            else (lambda params: (params, {})))
 
   def loss_fn(train_params, frozen_params, inputs, targets_BxT, weights_BxT, dropout_rng):
     params = peft.combine(train_params, frozen_params)
-    logits_BxTxV = model.apply({'params': params}, **inputs, deterministic=False,
-                               rngs={'dropout': dropout_rng})
-    sums = loss(logits_BxTxV, targets_BxT, weights_BxT,
-                z_loss=o.z_loss, label_smoothing=o.label_smoothing)
+    sums = sums_fn(params, inputs, targets_BxT, weights_BxT, o.z_loss, o.label_smoothing,
+                   deterministic=False, rngs={'dropout': dropout_rng})
     return sums['loss'], sums  # losses.py: 'loss' already includes the z-loss
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -190,14 +220,18 @@ def make_train_step(model, objective, tx, config, par, loss=None, trainable=None
   return train_step
 
 
-def make_eval_step(model, objective, par, loss=None) -> Callable:
-  """eval_step(state, batch, rng) -> sums of plain cross-entropy (no z-loss, no smoothing)."""
+def make_eval_step(model, objective, par, loss=None, config=None) -> Callable:
+  """eval_step(state, batch, rng) -> sums of plain cross-entropy (no z-loss, no smoothing).
+
+  config: for `train.loss_chunk_tokens` (the fused LM head of `model_loss`); None: off.
+  """
+  sums_fn = model_loss(model, 0 if config is None else _chunk_tokens(config), loss)
 
   def eval_step(state, batch, rng):
     rows = batch['tokens'].shape[0]
     inputs, targets_BxT, weights_BxT = apply_objective(objective, batch, rng, par.first_row(rows))
-    logits_BxTxV = model.apply({'params': state.params}, **inputs, deterministic=True)
-    return par.sum((loss or losses.weighted_cross_entropy)(logits_BxTxV, targets_BxT, weights_BxT))
+    return par.sum(sums_fn(state.params, inputs, targets_BxT, weights_BxT, 0.0, 0.0,
+                           deterministic=True))
 
   return eval_step
 
@@ -407,7 +441,7 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
     # -- Compile --
     train_step = par.compile(make_train_step(model, objective, tx, config, par, components.loss,
                                              spec.trainable), returns_state=True)
-    eval_step = par.compile(make_eval_step(model, objective, par, components.loss),
+    eval_step = par.compile(make_eval_step(model, objective, par, components.loss, config),
                             returns_state=False)
 
     def evaluate() -> dict[str, float]:

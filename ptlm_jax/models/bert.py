@@ -60,17 +60,20 @@ class BertEncoder(nn.Module):
 
 
 class MlmHead(nn.Module):
-  """dense + activation + LayerNorm, then the tied embedding and a per-token bias."""
+  """dense + activation + LayerNorm; returns those features and the per-token bias.
+
+  The logits are features @ (tied embedding).T + bias (`Bert.lm_head_inputs`).
+  """
   config: Any
 
   @nn.compact
-  def __call__(self, h_BxPxD, table_VxD):
+  def __call__(self, h_BxPxD):
     c = self.config
     h_BxPxD = layers.dense(c, c.d_model, ('embed', 'mlp'), 'dense', name='transform')(h_BxPxD)
     h_BxPxD = layers.norm(c, 'norm')(layers.ACTIVATIONS[c.activation](h_BxPxD))
     bias_V = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('vocab',)),
                         (c.vocab_size,), layers.param_dtype(c))
-    return layers.attend(h_BxPxD, table_VxD) + bias_V.astype(jnp.float32)
+    return h_BxPxD, bias_V
 
 
 class Bert(nn.Module):
@@ -103,11 +106,25 @@ class Bert(nn.Module):
 
   def __call__(self, tokens, segment_ids, positions, token_types=None, predict_positions=None,
                deterministic=True):
+    if self.config.head == 'none':
+      h_BxLxD = self.encode(tokens, segment_ids, positions, token_types, deterministic)
+      if self.config.use_pooler and self.is_initializing():
+        self.pool(h_BxLxD)  # create the pooler's params (HF BertModel has one)
+      return h_BxLxD
+    h_BxPxD, table_VxD, bias_V = self.lm_head_inputs(tokens, segment_ids, positions, token_types,
+                                                     predict_positions, deterministic)
+    return layers.attend(h_BxPxD, table_VxD) + bias_V.astype(jnp.float32)
+
+  def lm_head_inputs(self, tokens, segment_ids, positions, token_types=None,
+                     predict_positions=None, deterministic=True):
+    """(h_BxPxD, table_VxD, bias_V): `__call__`'s logits are h @ table.T + bias.
+
+    For a loss that projects and reduces chunk by chunk (losses.projected_cross_entropy).
+    """
     h_BxLxD = self.encode(tokens, segment_ids, positions, token_types, deterministic)
     if self.config.use_pooler and self.is_initializing():
       self.pool(h_BxLxD)  # create the pooler's params (HF BertModel has one)
-    if self.config.head == 'none':
-      return h_BxLxD
     if predict_positions is not None:  # only the P masked positions reach the vocab matmul
       h_BxLxD = jnp.take_along_axis(h_BxLxD, predict_positions[..., None], axis=1)
-    return self.mlm_head(h_BxLxD, self.token_embed.embedding)
+    h_BxPxD, bias_V = self.mlm_head(h_BxLxD)
+    return h_BxPxD, self.token_embed.embedding, bias_V

@@ -94,3 +94,15 @@ class Gpt(nn.Module):
     if self.config.head == 'none':
       return h_BxLxD
     return layers.attend(h_BxLxD, self.token_embed.embedding)
+
+  def lm_head_table(self):
+    """The [V, D] table `__call__`'s logits are taken against (the token embedding)."""
+    return self.token_embed.embedding
+
+  def lm_head_inputs(self, tokens, segment_ids, positions, prefix_mask=None, deterministic=True):
+    """(h_BxLxD, table_VxD, None): `__call__`'s logits are h @ table.T.
+
+    For a loss that projects and reduces chunk by chunk (losses.projected_cross_entropy).
+    """
+    h_BxLxD = self.encode(tokens, segment_ids, positions, prefix_mask, deterministic)
+    return h_BxLxD, self.token_embed.embedding, None

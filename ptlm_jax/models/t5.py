@@ -133,10 +133,32 @@ class T5(nn.Module):
       return y_BxTxD
     if not c.tie_embeddings:
       return self.lm_head(y_BxTxD)
+    return layers.attend(self._tied_scale(y_BxTxD), self.token_embed.embedding)
+
+  def _tied_scale(self, y_BxTxD):
     # v1.0 ties the head to the input embedding, whose init (std 1) is far larger than a
     # fan-in init: rescale so logits start at unit scale.
-    y_BxTxD = y_BxTxD * (c.d_model ** -0.5)
-    return layers.attend(y_BxTxD, self.token_embed.embedding)
+    return y_BxTxD * (self.config.d_model ** -0.5)
+
+  def lm_head_inputs(self, encoder_tokens, encoder_segment_ids, encoder_positions, decoder_tokens,
+                     decoder_segment_ids, decoder_positions, deterministic=True):
+    """(h_BxTxD, table_VxD, None): `__call__`'s logits are h @ table.T.
+
+    For a loss that projects and reduces chunk by chunk (losses.projected_cross_entropy).
+    v1.1's untied `lm_head` kernel (D x V) comes back transposed; XLA folds the transpose
+    into the matmuls.
+    """
+    c = self.config
+    encoded_BxSxD = self.encode(encoder_tokens, encoder_segment_ids, encoder_positions,
+                                deterministic)
+    y_BxTxD = self.decoder(self.token_embed(decoder_tokens), decoder_segment_ids,
+                           decoder_positions, encoded_BxSxD, encoder_segment_ids, deterministic,
+                           False)
+    if c.tie_embeddings:
+      return self._tied_scale(y_BxTxD), self.token_embed.embedding, None
+    if self.is_initializing():
+      self.lm_head(y_BxTxD)  # creates the kernel
+    return y_BxTxD, nn.unbox(self.lm_head.variables['params']['kernel']).T, None
 
   def __call__(self, encoder_tokens, encoder_segment_ids, encoder_positions, decoder_tokens,
                decoder_segment_ids, decoder_positions, decode=False, deterministic=True):
