@@ -214,7 +214,7 @@ def carbon_section() -> str:
       '',
       '```',
       'python -m ptlm_jax.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 \\',
-      '    --num_devices=10000 --tokens=300e9 --mfu=0.197 --pue=1.1 --grid_kg_per_kwh=0.429',
+      '    --num_devices=10000 --tokens=300e9 --mfu=0.1968 --pue=1.1 --grid_kg_per_kwh=0.429',
       '```',
       '',
       f'Fine-tuning at 10 MWh: 10,000 kWh × 0.429 kg/kWh = **{c["finetune_co2_t"]:.2f} t CO2** '
