@@ -113,7 +113,7 @@ def format_table(results: list[dict], methods) -> str:
     for method in methods:
       r = cells.get((task, family, method))
       scale = 100 if r and r['metric'] == 'task_accuracy' else 1  # SQuAD / ROUGE are x100 already
-      row.append(f'{scale * r["value"]:.1f} ({100 * r["trainable"] / r["total"]:.2g}%)' if r else '–')
+      row.append(f'{scale * r["value"]:.1f} ({100 * r["trainable"] / r["total"]:.3g}%)' if r else '–')
     rows.append(row)
   return collect.markdown_table(['task', 'family', 'metric'] + list(methods), rows)
 
