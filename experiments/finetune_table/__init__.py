@@ -17,8 +17,10 @@ settings when missing) for `--steps` updates, one run each in
   adapter  bottleneck adapters of width 32             (lr 3e-3)
 
 (parameter-efficient methods train a little of the model, so they take larger learning
-rates, as the handout's recipe says; the task head always trains).  The table
+rates, as the handout's recipe says; the task head always trains; sequence classification
+pools the mean of the final hidden states, as the objective comparison does).  The table
 (`<workdir>/table.md`, also printed) gives each task's metric on its validation split
 and the trainable share of the parameters (from the run's params_report.json).
-Reruns skip finished runs.  Total CPU time for everything: see the README.
+The table is rewritten after every run; reruns skip finished runs (`table_cell.json`),
+and `--collect_only` only builds the table from the runs already finished.  Total CPU time for everything: see the README.
 """

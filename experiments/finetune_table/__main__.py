@@ -44,6 +44,8 @@ flags.DEFINE_integer('eval_examples', 200, 'Validation examples the task metric 
 flags.DEFINE_list('tasks', list(TASK_FAMILIES), 'Tasks to run.')
 flags.DEFINE_list('families', ['bert', 'gpt', 't5'], 'Families to run (where a task suits them).')
 flags.DEFINE_list('methods', list(METHODS), 'Methods to run.')
+flags.DEFINE_bool('collect_only', False, 'Train nothing: the table of the runs already finished.')
+CELL_FILE = 'table_cell.json'  # a finished run's result, so that a rerun skips it
 
 
 def run_config(task: str, family: str, method: str, source: str, steps: int, eval_examples: int):
@@ -55,6 +57,11 @@ def run_config(task: str, family: str, method: str, source: str, steps: int, eva
   c.train.update(steps=steps, eval_every=steps, checkpoint_every=steps, eval_steps=4,
                  log_every=max(1, steps // 5), keep_checkpoints=1)
   c.task.eval_examples = eval_examples
+  if c.model.head == 'sequence_classification':
+    # As in the comparison: [CLS] is never trained by these MLM runs (no next-sentence
+    # task) and GPT's last token only by next-token prediction; the mean of the final
+    # hidden states is a summary every family's pretraining shaped.
+    c.model.pooling = 'mean'
   return config_files.override(c, overrides)
 
 
@@ -71,36 +78,82 @@ def main(argv):
           for m in FLAGS.methods]
   families = sorted({f for _, f, _ in grid})
   try:
-    sources = runner.ensure_pretrained(plan.Settings(), families, FLAGS.pretrained)
+    sources = {} if FLAGS.collect_only else runner.ensure_pretrained(
+        plan.Settings(), families, FLAGS.pretrained)
     results = []
     for i, (task, family, method) in enumerate(grid):
       run_dir = os.path.join(workdir, task, f'{family}-{method}')
-      config = run_config(task, family, method, sources[family], FLAGS.steps, FLAGS.eval_examples)
-      print(f'[table {i + 1}/{len(grid)}] {task} {family} {method} -> {run_dir}', flush=True)
-      started = time.perf_counter()
-      with contextlib.redirect_stdout(io.StringIO()):  # one line per run is enough here
-        train.run(config, run_dir)
-      scalars = collect.read_scalars(run_dir)
-      with open(os.path.join(run_dir, 'params_report.json'), encoding='utf-8') as f:
-        report = json.load(f)
-      metric = TASK_FAMILIES[task][1]
-      value = scalars[f'eval/{metric}'][-1][1] if scalars.get(f'eval/{metric}') else float('nan')
-      results.append(dict(task=task, family=family, method=method, metric=metric, value=value,
-                          trainable=report['trainable'], total=report['total'],
-                          seconds=time.perf_counter() - started))
-      print(f'[table]   {metric} {value:.4f}, trainable {100 * report["trainable"] / report["total"]:.2f}% '
-            f'({results[-1]["seconds"]:.0f}s)', flush=True)
+      cell = read_cell(run_dir, FLAGS.steps)
+      if cell is None and not FLAGS.collect_only:
+        config = run_config(task, family, method, sources[family], FLAGS.steps,
+                            FLAGS.eval_examples)
+        print(f'[table {i + 1}/{len(grid)}] {task} {family} {method} -> {run_dir}', flush=True)
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # one line per run is enough here
+          train.run(config, run_dir)
+        cell = write_cell(run_dir, task, family, method, FLAGS.steps,
+                          time.perf_counter() - started)
+        print(f'[table]   {cell["metric"]} {cell["value"]:.4f}, trainable '
+              f'{100 * cell["trainable"] / cell["total"]:.2f}% ({cell["seconds"]:.0f}s)', flush=True)
+      if cell is None and FLAGS.collect_only and finished(run_dir, task, FLAGS.steps):
+        cell = write_cell(run_dir, task, family, method, FLAGS.steps, float('nan'))
+      if cell is not None:
+        results.append(cell)
+        # Written after every run, so an interrupted grid still leaves its table.
+        write_table(workdir, results)
   except config_lib.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  if not results:
+    print(f'error: no finished runs under {workdir}', file=sys.stderr)
+    sys.exit(2)
+  table = write_table(workdir, results)
+  print(table)
+  print(f'[table] {os.path.join(workdir, "table.md")}: {len(results)} of {len(grid)} runs, '
+        f'{sum(r["seconds"] for r in results) / 60:.1f} min of runs')
+
+
+def finished(run_dir: str, task: str, steps: int) -> bool:
+  """Whether the run evaluated its task metric at its last step."""
+  if not os.path.exists(os.path.join(run_dir, 'params_report.json')):
+    return False
+  points = collect.read_scalars(run_dir).get(f'eval/{TASK_FAMILIES[task][1]}', [])
+  return bool(points) and points[-1][0] == steps
+
+
+def read_cell(run_dir: str, steps: int) -> dict | None:
+  """The result a finished run left (`table_cell.json`), if it ran `steps` updates."""
+  path = os.path.join(run_dir, CELL_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    cell = json.load(f)
+  return cell if cell.get('steps') == steps else None
+
+
+def write_cell(run_dir: str, task: str, family: str, method: str, steps: int,
+               seconds: float) -> dict:
+  """The run's final task metric (TensorBoard events) and parameter counts, saved."""
+  scalars = collect.read_scalars(run_dir)
+  with open(os.path.join(run_dir, 'params_report.json'), encoding='utf-8') as f:
+    report = json.load(f)
+  metric = TASK_FAMILIES[task][1]
+  value = scalars[f'eval/{metric}'][-1][1] if scalars.get(f'eval/{metric}') else float('nan')
+  cell = dict(task=task, family=family, method=method, metric=metric, value=value,
+              trainable=report['trainable'], total=report['total'], steps=steps,
+              seconds=seconds)
+  with open(os.path.join(run_dir, CELL_FILE), 'w', encoding='utf-8') as f:
+    json.dump(cell, f, indent=2)
+  return cell
+
+
+def write_table(workdir: str, results: list[dict]) -> str:
   table = format_table(results, FLAGS.methods)
   with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, 'table.md'), 'w', encoding='utf-8') as f:
     f.write(table + '\n')
-  print(table)
-  print(f'[table] {os.path.join(workdir, "table.md")}; total '
-        f'{sum(r["seconds"] for r in results) / 60:.1f} min of runs')
+  return table
 
 
 def format_table(results: list[dict], methods) -> str:
