@@ -81,3 +81,15 @@ def test_backbone_goes_back_under_the_lm_head():
   np.testing.assert_array_equal(merged['embed']['w'], [5.0, 5.0])   # the fine-tuned encoder
   np.testing.assert_array_equal(merged['mlm_head']['b'], [1, 1, 1])  # the pretrained LM head
   assert 'head' not in merged
+
+
+def test_finetune_answers_read_the_measurements():
+  rows = [measured.FinetuneRow('a', 2e-5, 'none', 100.0, 0.5859, 5.865, 5.866),
+          measured.FinetuneRow('b', 1e-3, 'none', 100.0, 0.6511, 5.865, 5.986),
+          measured.FinetuneRow('c', 1e-2, 'none', 100.0, 0.5859, 5.865, 7.757),
+          measured.FinetuneRow('d', 1e-3, 'freeze_layers=1', 26.8, 0.5859, 5.865, 5.909)]
+  text = answers.finetune_section(rows, quick=False, majority=0.5859)
+  assert '| c | 0.01 | none | 100.0% | 0.5859 | 5.865 → 7.757 | +1.892 |' in text
+  assert 'majority class scores 0.5859' in text
+  assert 'forgetting +0.044 instead of +0.121, accuracy 0.5859 instead of 0.6511' in text
+  assert 'MLM loss +0.001' in text and 'MLM loss +1.892' in text

@@ -112,12 +112,20 @@ def softmax_section(demo: dict | None) -> str:
               '']
     for text, choices in demo['fill_mask'].items():
       lines.append(f'- `{text}` → ' + ', '.join(f'{t!r} {p:.3f}' for t, p in choices))
-    lines += ['', 'A model this small, pretrained for minutes on news, gets the grammar of a '
-              'blank (a noun after "the") rather than the knowledge to fill it.']
+    tops = {choices[0][0] for choices in demo['fill_mask'].values() if choices}
+    if len(tops) == 1:
+      lines += ['', 'The same top guesses for every sentence: a model this small, pretrained for '
+                'minutes, has learned which pieces are frequent, not yet what a context asks '
+                'for (its masked-LM accuracy is about 11%). Filling these blanks with "mat", '
+                '"store" and "dog" takes a base-size model and days of pretraining.']
+    else:
+      lines += ['', 'A model this small, pretrained for minutes, fills blanks from the context '
+                'only roughly; "mat", "store" and "dog" take a base-size model and days of '
+                'pretraining.']
   return '\n'.join(lines)
 
 
-def finetune_section(rows: list | None, quick: bool) -> str:
+def finetune_section(rows: list | None, quick: bool, majority: float | None = None) -> str:
   lines = [
       '## B3 / B5. Fine-tuning: learning rate, forgetting, frozen layers',
       '',
@@ -143,15 +151,26 @@ def finetune_section(rows: list | None, quick: bool) -> str:
         collect.markdown_table(['run', 'LR', 'frozen', 'trainable', 'accuracy',
                                 'MLM loss before → after', 'forgetting'], table),
     ]
+    if majority is not None:
+      lines += ['', f'Always answering the majority class scores {majority:.4f} here: a run at '
+                'that accuracy learned nothing usable from the task.']
+    frozen = [r for r in rows if r.frozen != 'none']
     by_name = {r.lr: r for r in rows if r.frozen == 'none'}
+    if frozen and frozen[0].lr in by_name:
+      f, full = frozen[0], by_name[frozen[0].lr]
+      lines += ['', f'Freezing ({f.frozen}; {f.trainable_percent:.1f}% of the parameters train) '
+                f'at the same LR {f.lr:g}: forgetting {f.mlm_loss_after - f.mlm_loss_before:+.3f} '
+                f'instead of {full.mlm_loss_after - full.mlm_loss_before:+.3f}, accuracy '
+                f'{f.accuracy:.4f} instead of {full.accuracy:.4f}. Frozen layers keep what '
+                'pretraining learned, at the price of less room to fit the task.']
     if 2e-5 in by_name and 1e-2 in by_name:
       small, large = by_name[2e-5], by_name[1e-2]
       lines += ['', f'At 2e-5 the encoder barely moves (MLM loss {small.mlm_loss_after - small.mlm_loss_before:+.3f}) '
                 f'and, at this tiny scale and step count, the classifier learns little '
                 f'(accuracy {small.accuracy:.3f}); at 1e-2 the pretrained knowledge is '
                 f'overwritten (MLM loss {large.mlm_loss_after - large.mlm_loss_before:+.3f}). '
-                '2e-5 is the recipe for base-size models fine-tuned for epochs; a 1.6M-parameter '
-                'model trained for a few hundred steps needs ~1e-3.']
+                '2e-5 is the recipe for base-size models fine-tuned for epochs; a model of under a '
+                'million parameters fine-tuned for a hundred steps needs ~1e-3.']
   return '\n'.join(lines)
 
 
@@ -230,12 +249,13 @@ def write(workdir: str, *, quick: bool = False, compare_workdir: str = 'runs/com
   started = time.perf_counter()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  demo = rows = None
+  demo = rows = majority = None
   if measured_part:
     dirs = measured.pretrained_models(workdir, compare_workdir, quick, log)
     log('[handout] demos: fill-mask and generation')
     demo = measured.demos(dirs['bert'], dirs['gpt'])
     rows = measured.finetuning_questions(dirs['bert'], workdir, quick, log)
+    majority = measured.majority_accuracy()
   log('[handout] exercises')
   parts = [
       '# Week 6 handout, answered by ptlm_jax',
@@ -245,7 +265,7 @@ def write(workdir: str, *, quick: bool = False, compare_workdir: str = 'runs/com
       masking_section(),
       attention_section(),
       softmax_section(demo),
-      finetune_section(rows, quick),
+      finetune_section(rows, quick, majority),
       model_table_section(),
       task_table_section(),
       lora_section(),
