@@ -165,7 +165,8 @@ def format_table(results: list[dict], methods) -> str:
     row = [task, family, label]
     for method in methods:
       r = cells.get((task, family, method))
-      scale = 100 if r and r['metric'] == 'task_accuracy' else 1  # SQuAD / ROUGE are x100 already
+      # Accuracy and entity F1 are fractions; SQuAD F1 and ROUGE are x100 already.
+      scale = 100 if r and r['metric'] in ('task_accuracy', 'task_entity_f1') else 1
       row.append(f'{scale * r["value"]:.1f} ({100 * r["trainable"] / r["total"]:.3g}%)' if r else '–')
     rows.append(row)
   return collect.markdown_table(['task', 'family', 'metric'] + list(methods), rows)
