@@ -1,0 +1,61 @@
+r"""Command line of the objective comparison (see __init__.py).
+
+  python -m experiments.compare_objectives --workdir=runs/compare [--seeds=3] [--corpus=shakespeare]
+"""
+import dataclasses
+import os
+import sys
+import time
+
+# Before TensorFlow (under TFDS) loads: keep its C++ start-up lines off the console.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+
+from experiments.compare_objectives import plan, report, runner  # pylint: disable=g-import-not-at-top
+from ptlm_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+_DEFAULTS = plan.Settings()
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', 'runs/compare', 'Where the runs, report.md and the plots go.')
+flags.DEFINE_integer('seeds', 1, 'Repeat everything with seeds 0..N-1; report mean ± std.')
+flags.DEFINE_enum('corpus', _DEFAULTS.corpus, ['news', 'shakespeare'], 'Pretraining corpus.')
+flags.DEFINE_float('budget_flops', _DEFAULTS.budget_flops,
+                   'Training FLOPs of each pretraining run (steps = budget / FLOPs per step).')
+flags.DEFINE_integer('finetune_steps', _DEFAULTS.finetune_steps,
+                     'rotten_tomatoes fine-tuning updates (batch 32) per model.')
+flags.DEFINE_float('finetune_lr', _DEFAULTS.finetune_lr, 'Fine-tuning peak learning rate.')
+flags.DEFINE_string('finetune_train_split', _DEFAULTS.finetune_train_split,
+                    "Labelled rotten_tomatoes examples used, e.g. 'train[:2000]'.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:  # orbax and TFDS log every file at INFO
+    logging.set_verbosity(logging.WARNING)
+  if FLAGS.seeds < 1:
+    print(f'error: --seeds={FLAGS.seeds} is invalid: expected an integer >= 1', file=sys.stderr)
+    sys.exit(2)
+  settings = dataclasses.replace(
+      _DEFAULTS, corpus=FLAGS.corpus, budget_flops=FLAGS.budget_flops,
+      finetune_steps=FLAGS.finetune_steps, finetune_lr=FLAGS.finetune_lr,
+      finetune_train_split=FLAGS.finetune_train_split)
+  started = time.perf_counter()
+  try:
+    results = runner.run(settings, FLAGS.workdir, seeds=FLAGS.seeds)
+  except config_lib.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  results.seconds = time.perf_counter() - started
+  paths = report.write(results, os.path.abspath(FLAGS.workdir), FLAGS.seeds)
+  print()
+  with open(paths['report'], encoding='utf-8') as f:
+    print(f.read())
+  print(f"[compare] done in {results.seconds / 60:.1f} min. Report: {paths['report']}")
+  print(f"[compare] plots: {paths['loss_plot']}, {paths['accuracy_plot']}")
+
+
+if __name__ == '__main__':
+  app.run(main)

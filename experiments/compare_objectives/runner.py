@@ -1,0 +1,170 @@
+"""Runs the comparison in-process: pretrain, fine-tune pretrained and from scratch, report.
+
+  results = runner.run(plan.Settings(), 'runs/compare', seeds=1)
+
+Per seed and family: pretrain (`<workdir>/seed<k>/<family>-pretrain`), then fine-tune on
+rotten_tomatoes from that run (`.../<family>-finetune-pretrained`) and from random
+weights (`.../<family>-finetune-scratch`).  Every run goes through `train.run` in this
+process.  The two fine-tunes of a family trace the same train and eval steps, which
+XLA compiles once: a persistent compilation cache in `<workdir>/.jax_cache` hands the
+second run the first one's executables (and a rerun all of them).  Results are read
+back from each run's TensorBoard events (experiments/collect.py), so a rerun over a
+finished workdir skips the training (the trainer resumes at its last step) and rebuilds
+the report; wall times are kept in each run's `wall_time.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable
+
+from experiments import collect
+from experiments.compare_objectives import plan
+
+WALL_TIME_FILE = 'wall_time.json'
+VALIDATION_EXAMPLES = 1181  # rotten_tomatoes validation snippets (data/corpora.py)
+
+
+@dataclasses.dataclass
+class PretrainResult:
+  seed: int
+  family: str
+  objective: str
+  params: int
+  steps: int
+  flops_per_step: float
+  tokens: int                       # packed positions read: steps x batch x row length
+  eval_loss: float
+  eval_accuracy: float
+  eval_perplexity: float
+  curve: list[tuple[float, float]]  # (training FLOPs so far, validation loss)
+  seconds: float
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+  seed: int
+  family: str
+  pretrained: bool
+  accuracy: float                   # rotten_tomatoes validation accuracy (task_accuracy)
+  f1: float
+  examples: int                     # validation snippets the accuracy is over
+  seconds: float
+
+
+@dataclasses.dataclass
+class Results:
+  settings: plan.Settings
+  pretraining: list[PretrainResult]
+  finetuning: list[FinetuneResult]
+  seconds: float = 0.0
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """XLA executables on disk, keyed by the program: identical steps compile once."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+
+
+def _timed_run(config, workdir: str) -> float:
+  """train.run, timed; a finished run (rerun of the job) keeps its first wall time."""
+  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, WALL_TIME_FILE)
+  started = time.perf_counter()
+  train.run(config, workdir)
+  seconds = time.perf_counter() - started
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      previous = json.load(f)
+    if previous.get('steps') == config.train.steps:
+      return previous['seconds']
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump({'seconds': seconds, 'steps': config.train.steps}, f)
+  return seconds
+
+
+def _final(scalars, tag: str) -> float:
+  points = scalars.get(tag)
+  return points[-1][1] if points else float('nan')
+
+
+def run(settings: plan.Settings, workdir: str, seeds: int = 1,
+        log: Callable[[str], None] = print) -> Results:
+  """The whole comparison (see the module docstring); writes nothing but the run dirs."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  enable_compilation_cache(os.path.join(workdir, '.jax_cache'))
+  started = time.perf_counter()
+  results = Results(settings, [], [])
+  total = seeds * len(plan.FAMILIES) * 3
+  done = 0
+  for seed in range(seeds):
+    log(f'[compare] seed {seed}: tokenizer ({settings.sp_vocab_size} pieces on '
+        f'{settings.corpus}; trained once, then cached) and FLOPs per step of each model')
+    runs = plan.pretraining_runs(settings, seed)
+    for r in runs:
+      log(f'[compare]   {r.family:4s} {r.objective:15s} {r.params:>9,} params  '
+          f'{r.flops_per_step:.3e} FLOPs/step x {r.config.train.steps:>4} steps = '
+          f'{r.flops_per_step * r.config.train.steps:.3e} FLOPs')
+    for r in runs:
+      seed_dir = os.path.join(workdir, f'seed{seed}')
+      pre_dir = os.path.join(seed_dir, f'{r.family}-pretrain')
+      done += 1
+      log(f'[compare {done}/{total}] pretraining {r.family} ({r.objective}), '
+          f'{r.config.train.steps} steps -> {pre_dir}')
+      seconds = _timed_run(r.config, pre_dir)
+      scalars = collect.read_scalars(pre_dir)
+      t = r.config.train
+      results.pretraining.append(PretrainResult(
+          seed=seed, family=r.family, objective=r.objective, params=r.params, steps=t.steps,
+          flops_per_step=r.flops_per_step, tokens=t.steps * t.batch_size * r.row_length,
+          eval_loss=_final(scalars, 'eval/loss'), eval_accuracy=_final(scalars, 'eval/accuracy'),
+          eval_perplexity=_final(scalars, 'eval/perplexity'),
+          curve=[(step * r.flops_per_step, v) for step, v in scalars.get('eval/loss', [])],
+          seconds=seconds))
+      for pretrained in (True, False):
+        kind = 'pretrained' if pretrained else 'scratch'
+        ft_dir = os.path.join(seed_dir, f'{r.family}-finetune-{kind}')
+        config = plan.finetune_config(settings, r.family, pre_dir, seed, pretrained)
+        done += 1
+        log(f'[compare {done}/{total}] fine-tuning {r.family} on rotten_tomatoes '
+            f'({kind}), {config.train.steps} steps -> {ft_dir}')
+        seconds = _timed_run(config, ft_dir)
+        scalars = collect.read_scalars(ft_dir)
+        results.finetuning.append(FinetuneResult(
+            seed=seed, family=r.family, pretrained=pretrained,
+            accuracy=_final(scalars, 'eval/task_accuracy'), f1=_final(scalars, 'eval/task_f1'),
+            examples=settings.finetune_eval_examples or VALIDATION_EXAMPLES, seconds=seconds))
+        log(f'[compare]   {r.family} {kind}: rotten_tomatoes accuracy '
+            f'{results.finetuning[-1].accuracy:.4f}')
+  results.seconds = time.perf_counter() - started
+  return results
+
+
+
+
+def ensure_pretrained(settings: plan.Settings, families, directory: str,
+                      log: Callable[[str], None] = print) -> dict[str, str]:
+  """{family: workdir} of seed-0 pretraining runs in `directory` (as `run` lays them out).
+
+  Runs that are missing or unfinished are trained (or resumed) here with `settings`, so
+  the handout and the fine-tuning table can reuse the default job's models or make
+  the same ones.
+  """
+  from ptlm_jax import pretrained, train  # pylint: disable=g-import-not-at-top
+  out, runs = {}, None
+  for family in families:
+    workdir = os.path.abspath(os.path.join(directory, f'{family}-pretrain'))
+    out[family] = workdir
+    if pretrained.is_workdir(workdir) and any(
+        name.isdigit() for name in os.listdir(os.path.join(workdir, 'checkpoints'))):
+      log(f'[pretrained] {family}: {workdir}')
+      continue
+    runs = runs or {r.family: r for r in plan.pretraining_runs(settings, seed=0)}
+    log(f'[pretrained] {family}: training {runs[family].config.train.steps} steps -> {workdir}')
+    train.run(runs[family].config, workdir)
+  return out
