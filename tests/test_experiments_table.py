@@ -1,11 +1,10 @@
 """Issue 6's fine-tuning table: every grid cell is a valid config; the table's cells."""
-import importlib
 
 import pytest
 
 from ptlm_jax import config_lib
 
-table = importlib.import_module('experiments.finetune_table.__main__')
+from experiments.finetune_table import grid as table
 
 
 @pytest.mark.parametrize('task', list(table.TASK_FAMILIES))
