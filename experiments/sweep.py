@@ -26,7 +26,6 @@ import importlib.util
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 from typing import Any, Sequence
@@ -97,10 +96,6 @@ def pod_plan(runs, workdir: str, args: argparse.Namespace) -> dict[str, list[lis
           'run': first['run'][:-1] + [p['run'][-1] for p in plans]}
 
 
-def _show(cmd: Sequence[str]) -> None:
-  print('+ ' + ' '.join(shlex.quote(c) for c in cmd), flush=True)
-
-
 def _write_manifest(workdir: str, sweep_file: str, runs) -> None:
   os.makedirs(workdir, exist_ok=True)
   manifest = {'sweep_file': sweep_file,
@@ -142,33 +137,27 @@ def main(argv: Sequence[str]) -> int:
     if not remote:
       print('# note: --workdir is not a gs:// path, so each worker writes to its own disk')
     if args.dry_run:
-      print('# create the TPU VM unless `describe` finds it:')
-      for cmd in steps['describe'] + steps['create']:
-        _show(cmd)
-      print('# copy and install once, then each run on every worker:')
-      for cmd in steps['run']:
-        _show(cmd)
+      tpu_launch.show_plan(steps, '# copy and install once, then each run on every worker:')
       return 0
     if not remote:
       _write_manifest(workdir, args.sweep_file, runs)
-    exists = subprocess.run(steps['describe'][0], capture_output=True).returncode == 0
-    todo = ([] if exists else steps['create']) + steps['run']
+    todo = ([] if tpu_launch.vm_exists(steps) else steps['create']) + steps['run']
   else:
     todo = local_commands(runs, workdir, args.python)
     print(f'# sweep {args.sweep_file}: {len(runs)} run(s), one after another, in {workdir}')
     if args.dry_run:
       for cmd in todo:
-        _show(cmd)
+        tpu_launch.show(cmd)
       return 0
     _write_manifest(workdir, args.sweep_file, runs)
   for cmd in todo:
-    _show(cmd)
+    tpu_launch.show(cmd)
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
       print(f'[sweep] failed: {" ".join(cmd[:6])} ...', file=sys.stderr)
       return 1
   if not args.tpu:
     collect = [args.python, '-m', 'experiments.collect', f'--workdir={workdir}']
-    _show(collect)
+    tpu_launch.show(collect)
     return subprocess.run(collect, cwd=ROOT).returncode
   print(f'[sweep] done; copy {args.workdir} here and run: python -m experiments.collect '
         '--workdir=<local copy>')

@@ -72,19 +72,33 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   return args, main_args
 
 
+def show(cmd: Sequence[str]) -> None:
+  """Prints a command as a shell line (what --dry_run shows, and what runs)."""
+  print('+ ' + ' '.join(shlex.quote(c) for c in cmd), flush=True)
+
+
+def show_plan(steps: dict[str, list[list[str]]], run_header: str) -> None:
+  """--dry_run: the create commands (unless the VM exists), then `steps['run']`."""
+  print('# create the TPU VM unless `describe` finds it:')
+  for cmd in steps['describe'] + steps['create']:
+    show(cmd)
+  print(run_header)
+  for cmd in steps['run']:
+    show(cmd)
+
+
+def vm_exists(steps: dict[str, list[list[str]]]) -> bool:
+  """Whether `gcloud ... describe` finds the TPU VM."""
+  return subprocess.run(steps['describe'][0], capture_output=True).returncode == 0
+
+
 def main(argv: Sequence[str]) -> int:
   args, main_args = parse(argv)
   steps = plan(args, main_args)
-  show = lambda cmd: print('+ ' + ' '.join(shlex.quote(c) for c in cmd), flush=True)
   if args.dry_run:
-    print('# create the TPU VM unless `describe` finds it:')
-    for cmd in steps['describe'] + steps['create']:
-      show(cmd)
-    print('# copy, install and run on every worker:')
-    for cmd in steps['run']:
-      show(cmd)
+    show_plan(steps, '# copy, install and run on every worker:')
     return 0
-  exists = subprocess.run(steps['describe'][0], capture_output=True).returncode == 0
+  exists = vm_exists(steps)
   print(f'[tpu] {args.name}: ' + ('exists, reusing it' if exists else 'not found, creating it'))
   for cmd in ([] if exists else steps['create']) + steps['run']:
     show(cmd)
