@@ -76,7 +76,7 @@ case "$cmd" in
     ;;
   tpu)
     # Standard library only: prints or runs the gcloud commands, no local install needed.
-    exec "${PYTHON:-python3}" -m ptlm_jax.tpu_launch "$@"
+    exec "${PYTHON:-python3}" -m experiments.tpu_launch "$@"
     ;;
   -h|--help|help)
     sed -n '2,19p' "$0"

@@ -5,7 +5,7 @@ large (BERT-large, 340M: the handout's size; vocab 30522 as released).
 
   python -m ptlm_jax.main --config=configs/bert.py:tiny --workdir=runs/bert
   python -m ptlm_jax.main --config=configs/bert.py:small --workdir=runs/bert-small --config.optim.lr=3e-4
-  python -m ptlm_jax.estimate --config=configs/bert.py:large --accelerator=tpu-v4 --tokens=137e9
+  python -m ptlm_jax.main.estimate --config=configs/bert.py:large --accelerator=tpu-v4 --tokens=137e9
 """
 from ptlm_jax import config_lib
 

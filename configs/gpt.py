@@ -6,7 +6,7 @@ reference sizes use the released vocabulary (50257).
 
   python -m ptlm_jax.main --config=configs/gpt.py:tiny --workdir=runs/gpt
   python -m ptlm_jax.main --config=configs/gpt.py:small --workdir=runs/gpt-small --config.optim.lr=3e-4
-  python -m ptlm_jax.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 --num_devices=10000 \
+  python -m ptlm_jax.main.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 --num_devices=10000 \
       --tokens=300e9 --mfu=0.197
 """
 from ptlm_jax import config_lib

@@ -6,7 +6,7 @@ Variants: tiny (seconds on a CPU), small (the benchmark shape), base (T5 v1.1-ba
   python -m ptlm_jax.main --config=configs/t5.py:tiny --workdir=runs/t5
   python -m ptlm_jax.main --config=configs/t5.py:tiny --workdir=runs/t5-v10 \
       --config.model.activation=relu --config.model.tie_embeddings=True      # T5 v1.0
-  python -m ptlm_jax.estimate --config=configs/t5.py:11b --accelerator=tpu-v4 --tokens=1e12
+  python -m ptlm_jax.main.estimate --config=configs/t5.py:11b --accelerator=tpu-v4 --tokens=1e12
 """
 from ptlm_jax import config_lib
 

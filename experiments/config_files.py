@@ -14,7 +14,7 @@ import importlib.util
 import os
 from typing import Any, Mapping
 
-from ptlm_jax import config_lib
+from ptlm_jax import errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +30,7 @@ def load(spec: str):
   """The ConfigDict `get_config(arg)` of a config file; UserError if the file is missing."""
   path, arg = split_spec(spec)
   if not os.path.isfile(path):
-    raise config_lib.UserError(f'config file {path} does not exist (from {spec!r})')
+    raise errors.UserError(f'config file {path} does not exist (from {spec!r})')
   module_spec = importlib.util.spec_from_file_location(
       f'_config_{abs(hash(path))}', path)
   module = importlib.util.module_from_spec(module_spec)
@@ -43,7 +43,7 @@ def _coerce(old: Any, value: Any, key: str) -> Any:
   if isinstance(old, bool):
     if isinstance(value, str):
       if value.lower() not in ('true', 'false', '1', '0'):
-        raise config_lib.ConfigError(key, value, 'true or false')
+        raise errors.ConfigError(key, value, 'true or false')
       return value.lower() in ('true', '1')
     return bool(value)
   try:
@@ -55,7 +55,7 @@ def _coerce(old: Any, value: Any, key: str) -> Any:
     if isinstance(old, float):
       return float(value)
   except (TypeError, ValueError):
-    raise config_lib.ConfigError(key, value, f'a {type(old).__name__}') from None
+    raise errors.ConfigError(key, value, f'a {type(old).__name__}') from None
   return str(value) if isinstance(old, str) else value
 
 
@@ -64,6 +64,6 @@ def override(config, overrides: Mapping[str, Any]):
   for key, value in overrides.items():
     group, _, field = key.partition('.')
     if not field or group not in config or field not in config[group]:
-      raise config_lib.ConfigError(key, value, 'an existing <group>.<field> of the config')
+      raise errors.ConfigError(key, value, 'an existing <group>.<field> of the config')
     config[group][field] = _coerce(config[group][field], value, key)
   return config

@@ -15,7 +15,7 @@ Locally the runs go one after another (a finished run is skipped by the trainer 
 rerunning the sweep resumes it), the first failure stops the sweep, and at the end the
 collector writes `<workdir>/report.md`.  With `--tpu` the TPU VM is created unless it
 exists, the checkout is copied and installed on every worker once, and each run is one
-`gcloud ... ssh --worker=all` command (ptlm_jax/tpu_launch.py builds them).  A local
+`gcloud ... ssh --worker=all` command (experiments/tpu_launch.py builds them).  A local
 workdir gets `sweep.json` (names, configs, overrides), which the collector turns into
 columns.  Standard library only, so `--dry_run` and pod sweeps need no local install.
 """
@@ -30,7 +30,7 @@ import subprocess
 import sys
 from typing import Any, Sequence
 
-from ptlm_jax import tpu_launch
+from experiments import tpu_launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _NAME = re.compile(r'[A-Za-z0-9_.=,+-]+')

@@ -25,32 +25,12 @@ from typing import Any, Iterable
 
 import ml_collections
 
-FAMILIES = ('bert', 'gpt', 't5')
+from ptlm_jax import families
+from ptlm_jax.errors import ConfigError
+
+FAMILIES = families.NAMES
 VARIANTS = ('tiny', 'small', 'base')
-# The default objective of each family (any objective valid for the family may be set).
-DEFAULT_OBJECTIVE = {'bert': 'mlm', 'gpt': 'causal_lm', 't5': 'span_corruption'}
-# Which objectives each family can train with.
-OBJECTIVES_FOR_FAMILY = {
-    'bert': ('mlm',),
-    'gpt': ('causal_lm', 'prefix_lm'),
-    't5': ('span_corruption', 'prefix_lm', 'ul2'),
-}
 NUM_SENTINELS = 100  # T5-style <extra_id_i> tokens above the SentencePiece pieces.
-
-
-class UserError(Exception):
-  """An error the user can fix (bad config, missing file, no network).
-
-  Entry points print its one-line message and exit non-zero, without a traceback.
-  """
-
-
-class ConfigError(UserError, ValueError):
-  """A user error in a config: one line naming the field, the value and what is allowed."""
-
-  def __init__(self, field: str, value: Any, allowed: str):
-    self.field, self.value, self.allowed = field, value, allowed
-    super().__init__(f'config.{field}={value!r} is invalid: expected {allowed}')
 
 
 def padded_vocab_size(sp_vocab_size: int, multiple: int = 128) -> int:
@@ -70,8 +50,7 @@ _SEQ_LEN = {'tiny': 128, 'small': 128, 'base': 512}
 
 def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.ConfigDict:
   """The full default config of a family at a size; config files start from this."""
-  if family not in FAMILIES:
-    raise ConfigError('model.family', family, f'one of {FAMILIES}')
+  fam = families.get(family)
   if variant not in VARIANTS:
     raise ConfigError('variant', variant, f'one of {VARIANTS}')
   size = _SIZES[variant]
@@ -88,19 +67,19 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   m.head_dim = size['d_model'] // size['num_heads']  # per-head width (T5 d_kv)
   # T5's gated MLP has three matrices: 2/3 of the width keeps the MLP's parameter count
   # (T5 v1.1-base: 3072 -> 2048), rounded to a multiple of 64.
-  m.d_ff = size['d_ff'] if family != 't5' else int(round(size['d_ff'] * 2 / 3 / 64)) * 64
-  m.max_len = 512 if family != 'gpt' else 1024  # learned position table (bert, gpt)
+  m.d_ff = int(round(size['d_ff'] * 2 / 3 / 64)) * 64 if fam.gated_mlp else size['d_ff']
+  m.max_len = fam.max_len                # learned position table (bert, gpt)
   m.type_vocab_size = 2                  # BERT token types
-  m.activation = {'bert': 'gelu', 'gpt': 'gelu_tanh', 't5': 'gated-gelu'}[family]  # gelu | gelu_tanh | relu | gated-gelu
-  m.tie_embeddings = family != 't5'      # T5: True = v1.0 (tied, logits scaled by d_model**-0.5), False = v1.1 (untied lm_head)
+  m.activation = fam.activation         # gelu | gelu_tanh | relu | gated-gelu
+  m.tie_embeddings = fam.tie_embeddings  # T5: True = v1.0 (tied, logits scaled by d_model**-0.5), False = v1.1 (untied lm_head)
   m.relative_buckets = 32                # T5 relative position buckets
   m.relative_max_distance = 128          # T5 relative position max distance
-  m.layer_norm_eps = {'bert': 1e-12, 'gpt': 1e-5, 't5': 1e-6}[family]
+  m.layer_norm_eps = fam.layer_norm_eps
   m.init_std = 0.02                      # BERT/GPT normal init std (T5 uses its fan-in scaled init)
   m.use_pooler = False                   # BERT: create the [CLS] pooler (dense + tanh) even when no head uses it
   m.head = 'lm'                          # lm (pretraining head) | none (hidden states) | sequence_classification | token_classification | question_answering
   m.num_classes = 2                      # classification heads: labels
-  m.pooling = {'bert': 'cls', 'gpt': 'last', 't5': 'mean'}[family]  # sequence classification: cls | last | mean
+  m.pooling = fam.pooling                # sequence classification: cls | last | mean
   m.dropout_rate = 0.1                   # residual / embedding dropout
   m.attention_dropout_rate = 0.1         # dropout on attention probabilities
   m.dtype = 'float32'                    # compute dtype: float32 | bfloat16
@@ -133,7 +112,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
 
   # --- objective -----------------------------------------------------------
   c.objective = o = ml_collections.ConfigDict()
-  o.name = DEFAULT_OBJECTIVE[family]     # mlm | causal_lm | span_corruption | prefix_lm | ul2
+  o.name = fam.objectives[0]             # mlm | causal_lm | span_corruption | prefix_lm | ul2
   o.mask_rate = 0.15                     # MLM: fraction of real tokens chosen
   o.mask_count_mode = 'fixed'            # MLM: fixed (BERT per-row count) | bernoulli (RoBERTa)
   o.max_predictions = 20                 # MLM: cap on chosen tokens per row (fixed mode)
@@ -154,17 +133,17 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
 
   # --- optim ---------------------------------------------------------------
   c.optim = p = ml_collections.ConfigDict()
-  p.optimizer = 'adafactor' if family == 't5' else 'adamw'  # adamw | adafactor | sgd
+  p.optimizer = fam.optimizer            # adamw | adafactor | sgd
   # Peak learning rate.  T5's Adafactor scales each update by the parameter's RMS, so it
   # takes T5's 1e-2 (the peak of its inverse-square-root schedule) at every size.
-  p.lr = 1e-2 if family == 't5' else 1e-3 if variant == 'tiny' else 1e-4
+  p.lr = fam.fixed_lr or (1e-3 if variant == 'tiny' else 1e-4)
   p.warmup_steps = 100                   # linear warmup from 0 to lr
-  p.decay = 'rsqrt' if family == 't5' else 'linear'  # linear | cosine | rsqrt | constant
+  p.decay = fam.decay                    # linear | cosine | rsqrt | constant
   p.final_lr_frac = 0.0                  # floor as a fraction of lr at the end of decay
   p.b1 = 0.9
-  p.b2 = 0.999 if family == 'bert' else 0.95
-  p.eps = 1e-6 if family == 'bert' else 1e-8
-  p.weight_decay = 0.0 if family == 't5' else 0.01  # decoupled; skips biases and norm scales (T5: none)
+  p.b2 = fam.b2
+  p.eps = fam.eps
+  p.weight_decay = fam.weight_decay      # decoupled; skips biases and norm scales (T5: none)
   p.momentum = 0.9                       # sgd only
   p.grad_clip_norm = 1.0                 # global-norm clipping (0 = off)
   p.microbatches = 1                     # gradient accumulation steps per update
@@ -313,7 +292,7 @@ def validate_task(config: ml_collections.ConfigDict) -> None:
   _one_of(config, 'task.format', ('head', 'text'))
   formats = [f for (n, f) in TASK_HEADS if n == k.name]
   _check(k.format in formats, 'task.format', k.format, f'one of {formats} for task {k.name}')
-  _check(k.format == 'head' or m.family != 'bert', 'task.format', k.format,
+  _check(k.format == 'head' or not families.get(m.family).bidirectional, 'task.format', k.format,
          "'head' for BERT (an encoder has no text output; use GPT or T5)")
   head = TASK_HEADS[(k.name, k.format)]
   _check(m.head == head, 'model.head', m.head, f'{head!r} for task {k.name} in {k.format} format')
@@ -330,7 +309,7 @@ def validate_task(config: ml_collections.ConfigDict) -> None:
     words = [w.strip() for w in k.label_words.split(',')]
     _check(len(words) == m.num_classes and all(words), 'task.label_words', k.label_words,
            f'{m.num_classes} comma-separated words (model.num_classes), one per class')
-  if k.format == 'text' and m.family == 'gpt':
+  if k.format == 'text' and families.get(m.family).kind == 'decoder':
     _check(k.target_length + 8 <= config.data.seq_len, 'task.target_length', k.target_length,
            f'<= data.seq_len - 8 ({config.data.seq_len - 8}): GPT rows hold input and target')
   if k.name == 'qa':
@@ -352,7 +331,7 @@ def validate_model(m: ml_collections.ConfigDict) -> None:
                 'model.relative_buckets', 'model.relative_max_distance', 'model.num_classes',
                 'model.layer_norm_eps', 'model.init_std'):
     _positive(config, field)
-  if m.family == 't5':
+  if families.get(m.family).encoder_decoder:
     _positive(config, 'model.num_decoder_layers')
   _one_of(config, 'model.activation', ('gelu', 'gelu_tanh', 'relu', 'gated-gelu'))
   _one_of(config, 'model.dtype', ('float32', 'bfloat16'))
@@ -381,7 +360,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _positive(config, 'data.seq_len')
   _positive(config, 'data.sp_vocab_size')
   _check(d.sp_vocab_size > 16, 'data.sp_vocab_size', d.sp_vocab_size, 'an integer > 16')
-  if m.family in ('bert', 'gpt'):
+  if not families.get(m.family).encoder_decoder:  # learned positions
     _check(d.seq_len <= m.max_len, 'data.seq_len', d.seq_len,
            f'<= model.max_len ({m.max_len}), the position table size')
   _one_of(config, 'data.pack_mode', ('pack', 'chunk'))
@@ -393,7 +372,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(str(d.network_probe).rpartition(':')[2].isdigit(), 'data.network_probe',
          d.network_probe, "'host:port', e.g. 'storage.googleapis.com:443'")
 
-  _one_of(config, 'objective.name', OBJECTIVES_FOR_FAMILY[m.family])
+  _one_of(config, 'objective.name', families.get(m.family).objectives)
   for field in ('objective.mask_rate', 'objective.noise_density'):
     v = _get(config, field)
     _check(0.0 < v < 1.0, field, v, 'a rate in the open interval (0, 1)')

@@ -1,8 +1,8 @@
 r"""Training cost before you train: parameters, FLOPs, memory, time, energy, CO2 and money.
 
-  python -m ptlm_jax.estimate --config=configs/gpt.py:base --accelerator=h100 \
+  python -m ptlm_jax.main.estimate --config=configs/gpt.py:base --accelerator=h100 \
       --num_devices=8 --tokens=10e9
-  python -m ptlm_jax.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 \
+  python -m ptlm_jax.main.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 \
       --num_devices=10000 --tokens=300e9 --mfu=0.197 --pue=1.1 --grid_kg_per_kwh=0.429
 
 Parameters and FLOPs come from the model code itself (`jax.eval_shape` of the config's
@@ -20,16 +20,11 @@ the 125 TFLOP/s peak), 330 W average per GPU with its server share, PUE 1.1, 0.4
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from ptlm_jax import config_lib
+from ptlm_jax import errors
 
 # name -> (dense bf16/fp16 peak FLOP/s per device, average power W per device, USD per
 # device-hour). Peaks are vendor figures; power is board TDP (V100: Patterson et al.'s
@@ -44,7 +39,6 @@ ACCELERATORS = {
 }
 _BYTES = {'float32': 4, 'bfloat16': 2}
 
-FLAGS = flags.FLAGS
 
 
 @dataclasses.dataclass
@@ -112,12 +106,12 @@ def estimate(config, accelerator: str, num_devices: int, tokens: float, mfu: flo
   """The whole estimate for `tokens` training tokens (see the module docstring)."""
   from ptlm_jax import flops  # pylint: disable=g-import-not-at-top
   if accelerator not in ACCELERATORS:
-    raise config_lib.ConfigError('accelerator', accelerator, f'one of {sorted(ACCELERATORS)}')
+    raise errors.ConfigError('accelerator', accelerator, f'one of {sorted(ACCELERATORS)}')
   for name, value in (('num_devices', num_devices), ('tokens', tokens), ('mfu', mfu), ('pue', pue)):
     if not value > 0:
-      raise config_lib.ConfigError(name, value, 'a number > 0')
+      raise errors.ConfigError(name, value, 'a number > 0')
   if mfu > 1:
-    raise config_lib.ConfigError('mfu', mfu, 'a fraction in (0, 1]')
+    raise errors.ConfigError('mfu', mfu, 'a fraction in (0, 1]')
   peak, power, price = ACCELERATORS[accelerator]
   peak, power = peak_flops or peak, power_watts or power
   price = price if price_per_hour < 0 else price_per_hour
@@ -188,41 +182,3 @@ def report(e: Estimate, config, accelerator: str, num_devices: int, tokens: floa
       f'cost             ${e.cost_usd:,.0f}',
   ]
   return '\n'.join(lines)
-
-
-def _define_flags():
-  config_flags.DEFINE_config_file('config', None, 'Config file and variant, e.g. configs/gpt.py:base.')
-  flags.DEFINE_enum('accelerator', 'h100', sorted(ACCELERATORS), 'Device type (peak, power, price).')
-  flags.DEFINE_integer('num_devices', 8, 'Devices training together.')
-  flags.DEFINE_float('tokens', 1e9, 'Training tokens.')
-  flags.DEFINE_float('mfu', 0.4, 'Model FLOPs utilisation the run sustains (fraction of peak).')
-  flags.DEFINE_float('pue', 1.1, 'Data-centre power usage effectiveness.')
-  flags.DEFINE_float('grid_kg_per_kwh', 0.429, 'Grid carbon intensity, kg CO2 per kWh (US average, Patterson et al.).')
-  flags.DEFINE_float('peak_flops', 0.0, 'Override the peak FLOP/s per device.')
-  flags.DEFINE_float('power_watts', 0.0, 'Override the average power per device.')
-  flags.DEFINE_float('price_per_hour', -1.0, 'Override USD per device-hour.')
-  flags.DEFINE_bool('json', False, 'Print one JSON line instead of the table.')
-  flags.mark_flags_as_required(['config'])
-
-
-def main(argv):
-  del argv
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
-    config = FLAGS.config
-    config_lib.validate(config)
-    e = estimate(config, FLAGS.accelerator, FLAGS.num_devices, FLAGS.tokens, FLAGS.mfu, FLAGS.pue,
-                 FLAGS.grid_kg_per_kwh, FLAGS.peak_flops, FLAGS.power_watts, FLAGS.price_per_hour)
-  except config_lib.UserError as err:
-    print(f'error: {err}', file=sys.stderr)
-    sys.exit(2)
-  if FLAGS.json:
-    print(json.dumps(e.to_dict()))
-  else:
-    print(report(e, config, FLAGS.accelerator, FLAGS.num_devices, FLAGS.tokens))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

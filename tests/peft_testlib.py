@@ -9,8 +9,9 @@ import jax
 import numpy as np
 
 import stand_ins
-from ptlm_jax import config_lib, models, objectives, train
+from ptlm_jax import config_lib, models, objectives
 from ptlm_jax.data import vocab
+from ptlm_jax.training import train
 
 VOCAB = 256
 

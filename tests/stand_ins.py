@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ptlm_jax import errors
 from ptlm_jax import config_lib  # pylint: disable=g-import-not-at-top
 
 # The loop tests compile the same small programs in many runs and processes; a
@@ -224,7 +225,7 @@ class SyntheticRows:
 
 def components_fn(poison_at=(), sleep=0.0):
   """A `components_fn` for train.run built from the stand-ins."""
-  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.training import train  # pylint: disable=g-import-not-at-top
 
   def build(config):
     c, shard = config, dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -253,13 +254,13 @@ def read_metrics(workdir: str, prefix: str = 'train/') -> dict[int, dict[str, fl
 
 def train(workdir, overrides=None, **kwargs) -> dict[int, dict[str, float]]:
   """Runs the loop with the stand-ins in-process; returns the train scalars by step."""
-  from ptlm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.training import train as train_lib  # pylint: disable=g-import-not-at-top
   train_lib.run(tiny_config(overrides), str(workdir), components_fn(**kwargs))
   return read_metrics(str(workdir))
 
 
 def main(argv: list[str]) -> int:
-  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.training import train  # pylint: disable=g-import-not-at-top
   workdir, overrides = argv[1], json.loads(argv[2])
   sleep = float(argv[argv.index('--sleep') + 1]) if '--sleep' in argv else 0.0
   modes = argv[argv.index('--modes') + 1].split(',') if '--modes' in argv else [None]
@@ -268,7 +269,7 @@ def main(argv: list[str]) -> int:
       run_overrides = {**overrides, 'parallel.mode': mode} if mode else overrides
       train.run(tiny_config(run_overrides), workdir if i == 0 else f'{workdir}-{mode}',
                 components_fn(sleep=sleep))
-  except config_lib.UserError as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     return 2
   return 0

@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ptlm_jax import benchmark, benchmark_train, losses, models, objectives, train
+from benchmarks import speed as benchmark, train_step as benchmark_train
+from ptlm_jax import models, objectives
 from ptlm_jax.data import vocab
+from ptlm_jax.training import losses, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A few-second model of each family (the presets' settings otherwise).

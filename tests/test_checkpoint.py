@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import stand_ins
-from ptlm_jax import checkpoint, config_lib, train
+from ptlm_jax import errors
+from ptlm_jax.training import checkpoint, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESUME = {'train.steps': 8, 'train.checkpoint_every': 2, 'train.eval_steps': 0,
@@ -96,7 +97,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys):
 def test_incompatible_config_is_one_line_before_compiling(tmp_path):
   overrides = {**RESUME, 'train.steps': 2}
   stand_ins.train(tmp_path, overrides)
-  with pytest.raises(config_lib.ConfigError) as err:
+  with pytest.raises(errors.ConfigError) as err:
     stand_ins.train(tmp_path, {**overrides, 'train.steps': 4, 'model.d_ff': 128})
   message = str(err.value)
   assert message.startswith('config.model.d_ff=128 is invalid: expected 64 as in the checkpoint')
@@ -108,7 +109,7 @@ def test_incompatible_config_is_one_line_before_compiling(tmp_path):
     components.param_labels = lambda params: jax.tree.map(lambda _: 'freeze', params)
     return components
 
-  with pytest.raises(config_lib.UserError, match=r'does not fit this config: state/opt_state'):
+  with pytest.raises(errors.UserError, match=r'does not fit this config: state/opt_state'):
     train.run(stand_ins.tiny_config({**overrides, 'train.steps': 4}), str(tmp_path),
               frozen_components)
   assert sorted(stand_ins.read_metrics(str(tmp_path))) == [1, 2]  # nothing trained after

@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data_testlib as lib
-from ptlm_jax import config_lib
+from ptlm_jax import config_lib, errors
 from ptlm_jax.data import corpora, downloads, sources
 
 # A hang detector, not a speed test: TFDS's own offline download retries for minutes.
@@ -98,7 +98,7 @@ def test_shakespeare_keeps_every_line_of_the_42_works(data_dir):
 def test_uncached_catalog_dataset_without_download_fails_fast(tmp_path):
   config = lib.small_config('tfds:lm1b', data_dir=str(tmp_path))
   start = time.time()
-  with pytest.raises(config_lib.UserError, match=r'download=True') as e:
+  with pytest.raises(errors.UserError, match=r'download=True') as e:
     next(sources.texts(config, 'train'))
   assert time.time() - start < FAST_S
   assert 'lm1b' in str(e.value) and str(tmp_path) in str(e.value)
@@ -110,7 +110,7 @@ def test_catalog_download_without_network_fails_fast(tmp_path):
   config = lib.small_config('tfds:imdb_reviews', data_dir=str(tmp_path), download=True,
                             network_probe='10.255.255.1:443')
   start = time.time()
-  with pytest.raises(config_lib.UserError, match='no network'):
+  with pytest.raises(errors.UserError, match='no network'):
     next(sources.texts(config, 'train'))
   assert time.time() - start < FAST_S
   assert not list(tmp_path.rglob('*.tfrecord*'))  # nothing was downloaded
@@ -118,12 +118,12 @@ def test_catalog_download_without_network_fails_fast(tmp_path):
 
 def test_unknown_catalog_names_are_user_errors(tmp_path):
   for corpus, match in (('tfds:no_such_dataset', 'no TFDS dataset'), ('tfds:glue/nope', 'glue')):
-    with pytest.raises(config_lib.UserError, match=match):
+    with pytest.raises(errors.UserError, match=match):
       sources.get_builder(sources.tfds_name(corpus), data_dir=str(tmp_path))
   config = lib.small_config(text_key='body')
-  with pytest.raises(config_lib.UserError, match="text_key='body'"):
+  with pytest.raises(errors.UserError, match="text_key='body'"):
     next(sources.texts(config, 'train'))
-  with pytest.raises(config_lib.UserError, match="no split 'dev'"):
+  with pytest.raises(errors.UserError, match="no split 'dev'"):
     next(sources.texts(lib.small_config(), 'dev'))
 
 
@@ -137,7 +137,7 @@ def test_unknown_catalog_names_are_user_errors(tmp_path):
 def test_data_config_validation(field, value, match):
   config = lib.small_config()
   config.data[field] = value
-  with pytest.raises(config_lib.ConfigError, match=match) as e:
+  with pytest.raises(errors.ConfigError, match=match) as e:
     config_lib.validate(config)
   assert f'data.{field}' in str(e.value)
 

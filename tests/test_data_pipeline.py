@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import data_testlib as lib
-from ptlm_jax.config_lib import UserError
 from ptlm_jax.data import pipeline, sources
+from ptlm_jax.errors import UserError
 
 
 def _rows(batches):

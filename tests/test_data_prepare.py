@@ -6,7 +6,8 @@ import sys
 import unicodedata
 
 import data_testlib as lib
-from ptlm_jax.data import prepare, sources
+from ptlm_jax.data import sources
+from ptlm_jax.main import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +29,7 @@ def test_prepare_writes_consistent_statistics(tmp_path):
 
 def test_cli_user_error_is_one_line_and_exit_2():
   result = subprocess.run(
-      [sys.executable, '-m', 'ptlm_jax.data.prepare', '--config=configs/gpt.py:tiny',
+      [sys.executable, '-m', 'ptlm_jax.main.prepare', '--config=configs/gpt.py:tiny',
        '--workdir=/tmp/unused', '--config.data.pack_mode=packed'],
       cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
       env=dict(os.environ, PYTHONPATH=ROOT))

@@ -7,7 +7,7 @@ import pytest
 import sentencepiece as spm
 
 import data_testlib as lib
-from ptlm_jax import config_lib
+from ptlm_jax import config_lib, errors
 from ptlm_jax.data import sources, tokenizer, vocab
 
 
@@ -90,16 +90,16 @@ def test_tokenizer_is_cached_and_keyed_by_vocab_size(tok):
 
 def test_missing_or_foreign_tokenizer_file_is_named(tmp_path):
   config = lib.small_config(tokenizer_path=str(tmp_path / 'nope.model'))
-  with pytest.raises(config_lib.UserError, match='nope.model'):
+  with pytest.raises(errors.UserError, match='nope.model'):
     tokenizer.get_tokenizer(config)
   junk = tmp_path / 'junk.model'
   junk.write_bytes(b'not a model')
-  with pytest.raises(config_lib.UserError, match='junk.model'):
+  with pytest.raises(errors.UserError, match='junk.model'):
     tokenizer.load(str(junk))
 
 
 def test_vocab_size_too_large_for_the_text_is_a_user_error():
-  with pytest.raises(config_lib.UserError, match='sp_vocab_size'):
+  with pytest.raises(errors.UserError, match='sp_vocab_size'):
     tokenizer.train(['tiny text only'], 5000)
 
 

@@ -1,12 +1,11 @@
 """The cost estimator: counts from the model code, and the handout's GPT-3 figures."""
+import os
 import subprocess
 import sys
 
-import jax
 import pytest
 
-from ptlm_jax import config_lib, estimate, flops, models
-import os
+from ptlm_jax import config_lib, errors, estimate, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,14 +58,14 @@ def test_fine_tuning_question():
 
 def test_bad_input_is_a_named_error():
   config = config_lib.base_config('gpt', 'tiny')
-  with pytest.raises(config_lib.ConfigError, match='config.accelerator'):
+  with pytest.raises(errors.ConfigError, match='config.accelerator'):
     estimate.estimate(config, 'tpu-v9', 1, 1e9, 0.4, 1.1, 0.429)
-  with pytest.raises(config_lib.ConfigError, match=r'config.mfu=1.5'):
+  with pytest.raises(errors.ConfigError, match=r'config.mfu=1.5'):
     estimate.estimate(config, 'h100', 1, 1e9, 1.5, 1.1, 0.429)
 
 
 def test_cli_prints_the_table():
-  result = subprocess.run([sys.executable, '-m', 'ptlm_jax.estimate', '--config=configs/gpt.py:tiny',
+  result = subprocess.run([sys.executable, '-m', 'ptlm_jax.main.estimate', '--config=configs/gpt.py:tiny',
                            '--accelerator=a100', '--num_devices=2', '--tokens=1e8'],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr

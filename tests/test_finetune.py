@@ -12,8 +12,10 @@ import numpy as np
 import optax
 import pytest
 
-from ptlm_jax import config_lib, models, task_configs, task_eval, task_objectives, train
-from ptlm_jax.data import tasks
+from ptlm_jax import config_lib, errors, models
+from ptlm_jax.finetune import evaluate as task_eval, objectives as task_objectives, run as finetune
+from ptlm_jax.finetune import tasks as task_configs
+from ptlm_jax.training import train
 
 import data_testlib
 import stand_ins
@@ -133,7 +135,7 @@ def _task_config(config_file: str, arg: str, **overrides):
 def test_classification_run_reports_accuracy_and_f1(tmp_path):
   data_testlib.small_tokenizer()
   config = _task_config('rotten_tomatoes', 'bert', **{'data.seq_len': 32})
-  last = train.run(config, str(tmp_path), train.build_components)
+  last = train.run(config, str(tmp_path), finetune.build_components)
   # 32 examples = the loop's 2 eval batches of 16: its accuracy is the task accuracy.
   assert last['eval_task_accuracy'] == pytest.approx(last['eval_accuracy'])
   assert 0.0 <= last['eval_task_f1'] <= 1.0
@@ -150,7 +152,7 @@ def test_task_runs_report_their_metric(config_file, arg, metric, tmp_path):
   data_testlib.small_tokenizer()
   config = _task_config(config_file, arg, **{'data.seq_len': 48, 'task.doc_stride': 16,
                                               'task.max_query_length': 16})
-  last = train.run(config, str(tmp_path), train.build_components)
+  last = train.run(config, str(tmp_path), finetune.build_components)
   assert np.isfinite(last['eval_loss'])
   assert 0.0 <= last[f'eval_{metric}'] <= (100.0 if config_file.endswith('qa') else 1.0)
 
@@ -178,7 +180,7 @@ def test_summarization_run_reports_rouge(tmp_path, monkeypatch):
   monkeypatch.setattr(task_eval, 'library_generate', greedy_stand_in)
   config = _task_config('news_headlines', 'gpt', **{'data.seq_len': 48,
                                                     'task.target_length': 8})
-  last = train.run(config, str(tmp_path), train.build_components)
+  last = train.run(config, str(tmp_path), finetune.build_components)
   assert {'eval_task_rouge1', 'eval_task_rouge2', 'eval_task_rougeL'} <= set(last)
   assert 0.0 <= last['eval_task_rouge2'] <= last['eval_task_rouge1'] <= 100.0
 
@@ -191,15 +193,15 @@ def test_config_files_and_task_validation():
   assert c.train.steps == 150 and c.task.format == 'text' and c.model.head == 'lm'
   c = task_configs.finish(task_configs.start('bert', 'ner'), 'bert', train_examples=640)
   assert (c.train.steps, c.optim.lr, c.optim.warmup_steps) == (60, 2e-5, 6)
-  with pytest.raises(config_lib.ConfigError, match='task.dataset'):
+  with pytest.raises(errors.ConfigError, match='task.dataset'):
     config_lib.validate(c)
   c.task.dataset = 'conll2003'
   c.model.head = 'sequence_classification'
-  with pytest.raises(config_lib.ConfigError, match="model.head='sequence_classification'"):
+  with pytest.raises(errors.ConfigError, match="model.head='sequence_classification'"):
     config_lib.validate(c)
   c = task_configs.finish(task_configs.start('bert', 'summarization'), 'bert', train_examples=64)
   c.task.dataset = 'news_headlines'
-  with pytest.raises(config_lib.ConfigError, match="task.format='text'.*BERT"):
+  with pytest.raises(errors.ConfigError, match="task.format='text'.*BERT"):
     config_lib.validate(c)
-  with pytest.raises(config_lib.ConfigError, match='config argument'):
+  with pytest.raises(errors.ConfigError, match='config argument'):
     task_configs.start('bert,text', 'ner')

@@ -6,8 +6,6 @@ sampled frequencies have an exact target.  The tiny random GPT and T5 of
 models_testing check the KV-cached loop against a loop, written here, that re-runs the
 full forward pass for every new token.
 """
-import itertools
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -17,7 +15,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ptlm_jax import config_lib, generate
+from ptlm_jax import errors
+from ptlm_jax.decoding import generate
 from ptlm_jax.models import attention
 from models_testing import init_params, tiny_config
 
@@ -59,18 +58,6 @@ def run(model, prompts, options, params=None, rng=None, pad_to=0):
 
 # ---------------------------------------------------------------------------
 # The handout's example and the logits processors, by hand.
-
-@pytest.mark.parametrize('temperature', [0.5, 1.0, 2.0])
-def test_softmax_example_equals_hand_computation(temperature):
-  e = [math.exp(x / temperature) for x in (2.5, 1.0, 0.5, 1.5)]
-  expected = dict(zip(('sat', 'ran', 'jumped', 'slept'), (x / sum(e) for x in e)))
-  got = generate.softmax_example(temperature)
-  assert list(got) == list(expected)
-  for word in expected:
-    assert got[word] == pytest.approx(expected[word], rel=1e-12)
-  if temperature == 1.0:  # e^2.5 / (e^2.5 + e^1 + e^0.5 + e^1.5)
-    assert got['sat'] == pytest.approx(12.182494 / 21.031175, rel=1e-6)
-
 
 @pytest.mark.parametrize('p, kept', [(1e-6, {1}), (0.45, {1}), (0.6, {1, 3}), (0.79, {1, 3}),
                                      (0.81, {1, 3, 2}), (0.96, {0, 1, 2, 3})])
@@ -134,7 +121,7 @@ def test_min_new_tokens_bans_eos_until_reached():
     ('top_p', 1.5), ('top_p', 0.0), ('num_beams', 0), ('length_penalty_style', 'gnmt'),
     ('early_stopping', 'sometimes'), ('repetition_penalty', 0.0), ('min_new_tokens', 99)])
 def test_bad_options_are_one_line_user_errors(field, value):
-  with pytest.raises(config_lib.UserError, match=f'^{field}={value!r} is invalid: expected'):
+  with pytest.raises(errors.UserError, match=f'^{field}={value!r} is invalid: expected'):
     generate.Options(**{field: value}).validate(vocab_size=16)
 
 
@@ -382,7 +369,7 @@ def test_beams_batched_equal_beams_alone_and_one_beam_is_greedy(family, gpt, t5)
 
 def test_prompt_checks(gpt):
   model, params = gpt
-  with pytest.raises(config_lib.UserError, match='exceeds the model\'s 64 positions'):
+  with pytest.raises(errors.UserError, match='exceeds the model\'s 64 positions'):
     run(model, [list(range(7, 67))], generate.Options(max_new_tokens=8), params)
-  with pytest.raises(config_lib.UserError, match='empty prompt'):
+  with pytest.raises(errors.UserError, match='empty prompt'):
     generate.generate(model, params, np.zeros((1, 3), np.int32), [0], generate.Options())

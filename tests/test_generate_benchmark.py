@@ -22,7 +22,7 @@ def test_compare_hf_runs_ours_then_the_peer_and_reports_the_ratio(tmp_path):
                   'print(json.dumps({"peer": "hf-flax", "kind": "generate", '
                   '"new_tokens_per_s": 10.0}))\n')
   proc = subprocess.run(
-      [sys.executable, '-m', 'ptlm_jax.benchmark', '--mode=generate', '--compare_hf=1',
+      [sys.executable, '-m', 'benchmarks.speed', '--mode=generate', '--compare_hf=1',
        f'--peer_python={sys.executable}', f'--peer_script={peer}', '--batch=2', '--prompt_len=4',
        '--new_tokens=5', '--runs=3'], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]

@@ -17,9 +17,12 @@ import pytest
 import sentencepiece as spm
 
 import data_testlib
-from ptlm_jax import checkpoint, config_lib, generate, inference
+from ptlm_jax import config_lib, errors
 from ptlm_jax.data import vocab
-from ptlm_jax.models import hf_import
+from ptlm_jax.decoding import generate, inference
+from ptlm_jax.hf import convert as hf_import
+from ptlm_jax.main import generate as generate_cli
+from ptlm_jax.training import checkpoint
 from models_testing import init_params, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +92,7 @@ def test_cli_prints_what_generate_gives(workdirs, tok, family, strategy):
   path, params = workdirs[family]
   prompts = ['Once upon a time', 'The cat <extra_id_0> on the mat.']
   o = _options(strategy=strategy, num_beams=2, temperature=0.8)
-  printed = inference.run_cli(path, prompts, None, o, seed=3)
+  printed = generate_cli.run_cli(path, prompts, None, o, seed=3)
   loaded = inference.load(path)
   ids = [loaded.codec.encode(p) for p in prompts]
   batch = np.zeros((2, max(map(len, ids))), np.int32)
@@ -111,7 +114,7 @@ def test_cli_prints_what_generate_gives(workdirs, tok, family, strategy):
 
 def test_fill_mask_probabilities(workdirs, tok):
   path, params = workdirs['bert']
-  printed = inference.run_cli(path, [], 'The cat sat on the [MASK] and the [MASK].', _options(),
+  printed = generate_cli.run_cli(path, [], 'The cat sat on the [MASK] and the [MASK].', _options(),
                              top_k=3)
   lines = printed.splitlines()
   assert lines[0] == 'The cat sat on the [MASK] and the [MASK].'
@@ -132,12 +135,12 @@ def test_model_dir_with_its_tokenizer(workdirs, tok, tmp_path):
   path, params = workdirs['gpt']
   loaded = inference.load(path)
   hf_import.save_model_dir(str(tmp_path / 'm'), params, loaded.model_config)
-  with pytest.raises(config_lib.UserError, match='no tokenizer found'):
+  with pytest.raises(errors.UserError, match='no tokenizer found'):
     inference.load(str(tmp_path / 'm'))
   shutil.copy(tok.path, tmp_path / 'm' / 'tokenizer.model')
   o = _options()
-  assert (inference.run_cli(str(tmp_path / 'm'), ['Once upon a time'], None, o)
-          == inference.run_cli(path, ['Once upon a time'], None, o))
+  assert (generate_cli.run_cli(str(tmp_path / 'm'), ['Once upon a time'], None, o)
+          == generate_cli.run_cli(path, ['Once upon a time'], None, o))
 
 
 def _hf_t5_dir(tmp_path):
@@ -159,7 +162,7 @@ def test_hf_t5_dir_reads_spiece_model(tmp_path):
   assert ids == sp.encode('the cat') + [n + 99] + sp.encode('on the mat') + [1]  # as HF T5
   assert loaded.codec.decode([n + 99] + sp.encode('sat') + [n + 98]) == (
       '<extra_id_0> sat <extra_id_1>')
-  printed = inference.run_cli(path, ['the cat <extra_id_0> on the mat'], None,
+  printed = generate_cli.run_cli(path, ['the cat <extra_id_0> on the mat'], None,
                              _options(strategy='beam'))
   out = generate.generate(loaded.model, loaded.params, np.array([ids]), [len(ids)],
                           inference.options_for(loaded, _options(strategy='beam')))
@@ -176,10 +179,10 @@ def test_hf_gpt2_dir_with_tokenizers_library(tmp_path):
   loaded = inference.load(str(tmp_path / 'gpt2'))
   assert loaded.codec.eos_id == 1  # from the fixture's config.json
   assert loaded.codec.encode('once upon a time') == bpe.encode('once upon a time').ids
-  printed = inference.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options())
+  printed = generate_cli.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options())
   assert printed.startswith('once upon a time')
   bpe.save(str(tmp_path / 'tokenizer.json'))
-  same = inference.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options(),
+  same = generate_cli.run_cli(str(tmp_path / 'gpt2'), ['once upon a time'], None, _options(),
                           tokenizer=str(tmp_path / 'tokenizer.json'))
   assert same == printed
 
@@ -206,7 +209,7 @@ def test_missing_tokenizers_library_is_a_user_error(tmp_path, monkeypatch):
   (tmp_path / 'gpt2' / 'vocab.json').write_text('{}')
   (tmp_path / 'gpt2' / 'merges.txt').write_text('')
   monkeypatch.setitem(sys.modules, 'tokenizers', None)  # import fails as if not installed
-  with pytest.raises(config_lib.UserError, match=r'needs HF\'s tokenizers library.*pip install'):
+  with pytest.raises(errors.UserError, match=r'needs HF\'s tokenizers library.*pip install'):
     inference.load(str(tmp_path / 'gpt2'))
 
 
@@ -228,18 +231,15 @@ def test_user_errors(workdirs, args, message):
   args.setdefault('prompts', [])
   args.setdefault('fill_mask', None)
   args.setdefault('options', _options())
-  with pytest.raises(config_lib.UserError, match=message):
-    inference.run_cli(**args)
+  with pytest.raises(errors.UserError, match=message):
+    generate_cli.run_cli(**args)
 
 
 def test_command_line_errors_are_one_line_and_exit_2():
   for flags, message in ((['--workdir=/nonexistent', '--prompt=x'], 'no such directory'),
                          (['--workdir=/nonexistent', '--prompt=x', '--strategy=nucleus'],
                           "strategy='nucleus' is invalid")):
-    proc = subprocess.run([sys.executable, '-m', 'ptlm_jax.generate', *flags], cwd=ROOT,
+    proc = subprocess.run([sys.executable, '-m', 'ptlm_jax.main.generate', *flags], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count('\n') == 0 and message in proc.stderr
-  proc = subprocess.run([sys.executable, '-m', 'ptlm_jax.generate', '--softmax_example'],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 0 and '  sat     0.5793' in proc.stdout

@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from ptlm_jax import generate
-from ptlm_jax.models import hf_import
+from ptlm_jax.decoding import generate
+from ptlm_jax.hf import convert as hf_import
 
 HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
 with open(os.path.join(HF, 'generate_golden.json')) as f:

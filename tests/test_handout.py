@@ -93,3 +93,23 @@ def test_finetune_answers_read_the_measurements():
   assert 'majority class scores 0.5859' in text
   assert 'forgetting +0.044 instead of +0.121, accuracy 0.5859 instead of 0.6511' in text
   assert 'MLM loss +0.001' in text and 'MLM loss +1.892' in text
+
+
+@pytest.mark.parametrize('temperature', [0.5, 1.0, 2.0])
+def test_softmax_example_equals_hand_computation(temperature):
+  e = [math.exp(x / temperature) for x in (2.5, 1.0, 0.5, 1.5)]
+  expected = dict(zip(('sat', 'ran', 'jumped', 'slept'), (x / sum(e) for x in e)))
+  got = exercises.softmax_example(temperature)
+  assert list(got) == list(expected)
+  for word in expected:
+    assert got[word] == pytest.approx(expected[word], rel=1e-12)
+  if temperature == 1.0:  # e^2.5 / (e^2.5 + e^1 + e^0.5 + e^1.5)
+    assert got['sat'] == pytest.approx(12.182494 / 21.031175, rel=1e-6)
+
+
+def test_lora_example_reproduces_the_handout():
+  example = exercises.lora_example(768, 768, rank=16, model_params=340_000_000)
+  assert example['matrix_params'] == 768 * 768 == 589_824
+  assert example['lora_params'] == 16 * 768 + 16 * 768 == 24_576
+  assert round(example['percent_of_matrix'], 2) == 4.17
+  assert round(example['percent_of_model'], 5) == 0.00723  # 24,576 / 340M

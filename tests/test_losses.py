@@ -6,7 +6,7 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ptlm_jax import losses
+from ptlm_jax.training import losses
 
 LOGITS = np.array([[[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]],
                    [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]], np.float32)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from ptlm_jax import config_lib, models
-from ptlm_jax.models import heads, hf_import, hf_mapping
+from ptlm_jax import config_lib, errors, models
+from ptlm_jax.hf import convert as hf_import, mapping as hf_mapping
+from ptlm_jax.models import heads
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
 NAMES = ('bert_mlm', 'bert_model', 'bert_cls', 'gpt2', 't5_v1_0', 't5_v1_1')
@@ -152,7 +153,7 @@ def _broken_copy(tmp_path, name, edit):
 def test_misshaped_tensor_is_named_with_both_shapes(tmp_path):
   key = 'transformer.h.1.mlp.c_fc.weight'
   path = _broken_copy(tmp_path, 'gpt2', lambda t: t.update({key: t[key][:, :100]}))
-  with pytest.raises(config_lib.UserError) as err:
+  with pytest.raises(errors.UserError) as err:
     hf_import.from_pretrained(path)
   message = str(err.value)
   assert key in message and '(64, 100)' in message and '(64, 256)' in message
@@ -161,19 +162,19 @@ def test_misshaped_tensor_is_named_with_both_shapes(tmp_path):
 def test_missing_tensor_is_named(tmp_path):
   key = 'decoder.block.2.layer.1.EncDecAttention.k.weight'
   path = _broken_copy(tmp_path, 't5_v1_1', lambda t: t.pop(key))
-  with pytest.raises(config_lib.UserError, match=f"'{key}' is missing"):
+  with pytest.raises(errors.UserError, match=f"'{key}' is missing"):
     hf_import.from_pretrained(path)
 
 
 def test_unknown_architecture_and_pickle_only_dirs_are_user_errors(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'architectures': ['LlamaForCausalLM']}))
-  with pytest.raises(config_lib.UserError, match="'LlamaForCausalLM'.*not supported"):
+  with pytest.raises(errors.UserError, match="'LlamaForCausalLM'.*not supported"):
     hf_import.from_pretrained(str(tmp_path))
   shutil.copy(os.path.join(FIXTURES, 'gpt2', 'config.json'), tmp_path / 'config.json')
   (tmp_path / 'pytorch_model.bin').write_bytes(b'not loaded')
-  with pytest.raises(config_lib.UserError, match='no model.safetensors'):
+  with pytest.raises(errors.UserError, match='no model.safetensors'):
     hf_import.from_pretrained(str(tmp_path))
-  with pytest.raises(config_lib.UserError, match='not in the local HF cache'):
+  with pytest.raises(errors.UserError, match='not in the local HF cache'):
     hf_import.from_pretrained('surely-not-a-cached/model-name')
-  with pytest.raises(config_lib.UserError, match='cannot override'):
+  with pytest.raises(errors.UserError, match='cannot override'):
     hf_import.from_pretrained(os.path.join(FIXTURES, 'gpt2'), d_model=8)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ptlm_jax import config_lib, models
+from ptlm_jax import errors, models
 from ptlm_jax.models import heads, stack
 from models_testing import family_params, model_and_params, packed_row, tiny_config
 
@@ -137,7 +137,7 @@ def test_dropout_follows_the_deterministic_switch():
 
 def test_invalid_model_config_fails_before_tracing():
   config = tiny_config('gpt', attention_impl='flash')
-  with pytest.raises(config_lib.ConfigError, match=r"config.model.attention_impl='flash'"):
+  with pytest.raises(errors.ConfigError, match=r"config.model.attention_impl='flash'"):
     models.build_model(config)
 
 

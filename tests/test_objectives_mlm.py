@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from ptlm_jax import config_lib, objectives
+from ptlm_jax import config_lib, errors, objectives
 from ptlm_jax.data import vocab
 
 PIECES = 1000
@@ -196,12 +196,12 @@ def test_dynamic_masking_changes_with_the_step_rng(fixed_mode):
 def test_config_errors():
   config = config_lib.base_config('bert', 'tiny')
   config.objective.whole_word = True
-  with pytest.raises(config_lib.ConfigError, match='objective.whole_word'):
+  with pytest.raises(errors.ConfigError, match='objective.whole_word'):
     objectives.get_objective(config, vocab.VocabInfo(piece_count=PIECES))
   config.objective.predict_positions = 'yes'
-  with pytest.raises(config_lib.ConfigError, match='objective.predict_positions'):
+  with pytest.raises(errors.ConfigError, match='objective.predict_positions'):
     config_lib.validate(config)
   config = config_lib.base_config('bert', 'tiny')
   config.objective.random_token_rate = 0.3
-  with pytest.raises(config_lib.ConfigError, match='objective.random_token_rate'):
+  with pytest.raises(errors.ConfigError, match='objective.random_token_rate'):
     config_lib.validate(config)

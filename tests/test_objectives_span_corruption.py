@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ptlm_jax import config_lib, objectives
+from ptlm_jax import config_lib, errors, objectives
 from ptlm_jax.data import vocab
 from ptlm_jax.objectives import span_corruption as sc
 from tests.t5_reference import (t5_noise_span_to_unique_sentinel,
@@ -251,15 +251,15 @@ def test_deterministic_for_an_rng():
 
 
 def test_user_errors():
-  with pytest.raises(config_lib.ConfigError, match='sentinels'):
+  with pytest.raises(errors.ConfigError, match='sentinels'):
     make_objective(2048, False, density=0.5, mean=2.0)  # ~400 spans > 100 sentinels
   config = config_lib.base_config('t5', 'tiny')
   config.objective.targets_length = 10
-  with pytest.raises(config_lib.ConfigError, match='objective.targets_length'):
+  with pytest.raises(errors.ConfigError, match='objective.targets_length'):
     objectives.get_objective(config, VOCAB)
   config = config_lib.base_config('t5', 'tiny')
-  with pytest.raises(config_lib.ConfigError, match='model.vocab_size'):
+  with pytest.raises(errors.ConfigError, match='model.vocab_size'):
     objectives.get_objective(config, vocab.VocabInfo(piece_count=config.model.vocab_size))
   config.objective.name = 'mlm'
-  with pytest.raises(config_lib.ConfigError, match='objective.name'):
+  with pytest.raises(errors.ConfigError, match='objective.name'):
     objectives.get_objective(config, VOCAB)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from ptlm_jax import config_lib, objectives
+from ptlm_jax import config_lib, errors, objectives
 from ptlm_jax.data import vocab
 from ptlm_jax.objectives import mixture
 from tests.t5_reference import t5_random_spans_helper, t5_random_spans_noise_mask
@@ -34,7 +34,7 @@ def test_parse_default_and_weights():
 
 @pytest.mark.parametrize('spec', ['R:3', 'Q:3:0.1', 'R:3:1.5', 'S=0', 'R:x:0.1', 'S:3'])
 def test_bad_specs_name_the_field(spec):
-  with pytest.raises(config_lib.ConfigError, match='objective.ul2_mixture'):
+  with pytest.raises(errors.ConfigError, match='objective.ul2_mixture'):
     mixture.parse_mixture(spec)
 
 
@@ -68,7 +68,7 @@ def test_lengths_follow_t5_helper_per_denoiser():
 
 def test_sentinels_run_out_at_512_with_the_default_mixture():
   # X (3, 0.5) at 512 inputs needs ~127 spans; 97 sentinels remain beside the paradigms
-  with pytest.raises(config_lib.ConfigError, match='sentinels'):
+  with pytest.raises(errors.ConfigError, match='sentinels'):
     make(seq_len=512)
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from ptlm_jax import config_lib, optim
+from ptlm_jax import config_lib, errors
+from ptlm_jax.training import optim
 
 
 def _config(**optim_fields):
@@ -126,5 +127,5 @@ def test_labels_freeze_leaves_without_state_and_scale_rates():
 
 def test_bad_label_is_a_config_error():
   params = {'a': jnp.ones((2,))}
-  with pytest.raises(config_lib.ConfigError, match='peft.rules'):
+  with pytest.raises(errors.ConfigError, match='peft.rules'):
     optim.make_optimizer(_config(), params, {'a': 'thaw'})

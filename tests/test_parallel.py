@@ -12,7 +12,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import stand_ins
-from ptlm_jax import config_lib, parallel, train
+from ptlm_jax import errors
+from ptlm_jax.training import parallel, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 3
@@ -144,7 +145,7 @@ def test_two_processes_match_one(tmp_path, one_device_losses):
 ])
 def test_validation_errors_are_one_line(tmp_path, overrides, words):
   built = []
-  with pytest.raises(config_lib.ConfigError) as err:
+  with pytest.raises(errors.ConfigError) as err:
     train.run(stand_ins.tiny_config(overrides), str(tmp_path), lambda c: built.append(c))
   assert words in str(err.value) and '\n' not in str(err.value)
   assert not built  # raised before the model was even built
@@ -153,7 +154,7 @@ def test_validation_errors_are_one_line(tmp_path, overrides, words):
 def test_unwritable_workdir_is_one_line(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
-  with pytest.raises(config_lib.UserError) as err:
+  with pytest.raises(errors.UserError) as err:
     train.run(stand_ins.tiny_config(), str(blocker / 'run'), lambda c: None)
   assert f'--workdir={blocker / "run"} is not a writable directory' in str(err.value)
   assert '\n' not in str(err.value)

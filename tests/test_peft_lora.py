@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import models_testing
-from ptlm_jax import config_lib, lora as lora_lib, models, peft
+from ptlm_jax import config_lib, errors, models
 from ptlm_jax.models import layers, stack
+from ptlm_jax.peft import lora as lora_lib, partitions as peft
 
 TARGETS = '(query|key|value|out|wi|wi_0|wi_1|wo)/kernel$'  # every attention and MLP matrix
 
@@ -80,7 +81,7 @@ def test_factor_shapes_follow_the_kernel_axes():
   a = np.asarray(lora['decoder']['layers_1']['mlp']['wo']['kernel']['a'].value)  # F x r
   bound = 1 / np.sqrt(64)  # HF peft's kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(fan_in), ..)
   assert np.abs(a).max() <= bound and np.abs(a).max() > 0.8 * bound
-  with pytest.raises(config_lib.ConfigError, match='peft.lora_targets'):
+  with pytest.raises(errors.ConfigError, match='peft.lora_targets'):
     lora_lib.init_factors(models.abstract_params(model_config), _peft(lora_targets='nothing'),
                    jax.random.key(0))
 

@@ -11,9 +11,11 @@ import pytest
 import models_testing
 import peft_testlib
 import stand_ins
-from ptlm_jax import models, peft, pretrained, train
-from ptlm_jax.models import attention, hf_import
-from ptlm_jax.models import layers as layers_lib
+from ptlm_jax import models
+from ptlm_jax.hf import convert as hf_import
+from ptlm_jax.models import attention, layers as layers_lib
+from ptlm_jax.peft import partitions as peft
+from ptlm_jax.training import pretrained, train
 
 STEPS = 4
 STEPS_TRAIN = 30

@@ -11,8 +11,9 @@ import pytest
 import data_testlib
 import peft_testlib
 import stand_ins
-from ptlm_jax import config_lib, models, peft, pretrained, train
-from ptlm_jax import lora as lora_lib
+from ptlm_jax import errors, models
+from ptlm_jax.peft import lora as lora_lib, partitions as peft
+from ptlm_jax.training import checkpoint, pretrained, train
 
 MESH = {'parallel.mode': 'mesh', 'parallel.num_devices': 4, 'parallel.mesh_data': 2,
         'parallel.mesh_fsdp': 2}
@@ -76,7 +77,7 @@ def test_lora_checkpoints_hold_the_adapters_resume_exactly_and_reload_onto_the_b
                            for i in (0, 1) for m in ('query', 'value') for f in 'ab']
   assert all(p.split('/', 3)[3].startswith('lora/') for p in peft_testlib.flat(state['opt_state'])
              if '/mu/' in p or '/nu/' in p)
-  assert pretrained.peft_pointer(resumed) == {'source': base, 'source_step': 2}
+  assert checkpoint.peft_pointer(resumed) == {'source': base, 'source_step': 2}
   lora_params = 2 * 2 * (32 * 8 + 8 * 2 * 16)  # layers x (q, v) x (a + b)
   report = json.load(open(os.path.join(resumed, 'params_report.json')))
   assert report['trainable'] == report['checkpoint_params'] == lora_params == 2048
@@ -95,7 +96,7 @@ def test_lora_checkpoints_hold_the_adapters_resume_exactly_and_reload_onto_the_b
 
   # Resuming rebuilds the base and continues exactly (here in mesh mode) as a straight run;
   # on another base it would not, so that is an error.
-  with pytest.raises(config_lib.ConfigError, match=r'init.source=.*expected .*base of the adapter'):
+  with pytest.raises(errors.ConfigError, match=r'init.source=.*expected .*base of the adapter'):
     train.run(_lora_config(str(tmp_path), 4), resumed, peft_testlib.components_fn())
   capsys.readouterr()
   train.run(_lora_config(base, 4, **MESH), resumed, peft_testlib.components_fn())
@@ -126,7 +127,7 @@ def test_init_copies_a_backbone_and_initialises_a_new_head(base):
   match = pretrained.match_params(peft.unflatten(abstract), classifier)
   assert sorted(match.replaced) == ['head/bias', 'head/kernel'] and not match.fresh
   source_flat['token_embed/embedding'] = np.zeros((8, 32))
-  with pytest.raises(config_lib.UserError, match=r'backbone/token_embed/embedding has shape '
+  with pytest.raises(errors.UserError, match=r'backbone/token_embed/embedding has shape '
                                                  r'\(8, 32\) there and \(256, 32\) here'):
     pretrained.match_params(peft.unflatten(abstract), pretrained.Source(
         'bad', None, m, peft.unflatten(source_flat)))
@@ -134,13 +135,13 @@ def test_init_copies_a_backbone_and_initialises_a_new_head(base):
 
 def test_freezing_everything_is_a_named_error(tmp_path):
   config = stand_ins.tiny_config({'peft.rules': '.=freeze'})
-  with pytest.raises(config_lib.ConfigError, match=r"peft.rules='.=freeze'.*every one is frozen"):
+  with pytest.raises(errors.ConfigError, match=r"peft.rules='.=freeze'.*every one is frozen"):
     train.run(config, str(tmp_path), stand_ins.components_fn())
 
 
 def test_missing_source_is_a_named_error(tmp_path):
   config = peft_testlib.family_config('gpt', {'init.source': str(tmp_path / 'nowhere')})
-  with pytest.raises(config_lib.UserError, match='config.init.source=.*nowhere'):
+  with pytest.raises(errors.UserError, match='config.init.source=.*nowhere'):
     train.run(config, str(tmp_path / 'run'), peft_testlib.components_fn())
 
 
@@ -165,7 +166,7 @@ def test_continued_pretraining_keeps_the_tokenizer_then_fine_tunes(tmp_path):
   # Continue on Shakespeare: no tokenizer given, the news run's comes along.
   last = train.run(_real_config('shakespeare', **{'init.source': news}), shakespeare,
                    train.build_components)
-  resolved = pretrained.run_config(shakespeare)
+  resolved = checkpoint.run_config(shakespeare)
   assert os.path.basename(resolved.data.tokenizer_path).startswith('news-unigram800-')
   assert np.isfinite(last['eval_loss'])
   _, before, _ = pretrained.from_pretrained(news)
@@ -176,5 +177,5 @@ def test_continued_pretraining_keeps_the_tokenizer_then_fine_tunes(tmp_path):
                                                   'peft.method': 'lora'}), lora,
                    train.build_components)
   assert np.isfinite(last['eval_loss'])
-  assert pretrained.run_config(lora).data.tokenizer_path == resolved.data.tokenizer_path
-  assert pretrained.peft_pointer(lora)['source'] == shakespeare
+  assert checkpoint.run_config(lora).data.tokenizer_path == resolved.data.tokenizer_path
+  assert checkpoint.peft_pointer(lora)['source'] == shakespeare

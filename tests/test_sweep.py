@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from experiments import collect, sweep
-from ptlm_jax import config_lib, metrics
+from ptlm_jax import config_lib, errors
+from ptlm_jax.training import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -69,7 +70,7 @@ def test_every_sweep_run_is_a_valid_config():
     config = config_files.override(config_files.load(spec), overrides)
     config_lib.validate(config)
     assert config.train.steps == 150
-  with pytest.raises(config_lib.ConfigError, match='optim.nope'):
+  with pytest.raises(errors.ConfigError, match='optim.nope'):
     config_files.override(config, {'optim.nope': 1})
 
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from ptlm_jax import task_metrics
+from ptlm_jax.finetune import metrics as task_metrics
 
 
 def test_accuracy_and_binary_f1_by_hand():

@@ -4,8 +4,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ptlm_jax import config_lib
-from ptlm_jax.data import task_corpora, task_qa, tasks, vocab
+from ptlm_jax import config_lib, errors
+from ptlm_jax.data import vocab
+from ptlm_jax.finetune import corpora as task_corpora, data as tasks, qa as task_qa
 
 CLS, SEP, EOS = vocab.CLS_ID, vocab.SEP_ID, vocab.EOS_ID
 
@@ -159,7 +160,7 @@ def test_iterator_shuffles_shards_and_resumes():
   state = whole.get_state()
   resumed.set_state(state)
   assert next(resumed)['label'].tolist() == next(whole)['label'].tolist()
-  with pytest.raises(config_lib.UserError, match='seed'):
+  with pytest.raises(errors.UserError, match='seed'):
     tasks.TaskIterator(features, global_batch=8, seed=2).set_state(state)
   finite = list(tasks.TaskIterator(features, global_batch=8, infinite=False))
   assert len(finite) == 3 and finite[2]['label'][:, 0].tolist() == [16, 17, 18, 19, 0, 0, 0, 0]

@@ -7,7 +7,8 @@ clearly over 100 steps; `pretrained.from_pretrained` reads the trained workdir b
 import numpy as np
 import pytest
 
-from ptlm_jax import config_lib, pretrained, train
+from ptlm_jax import config_lib
+from ptlm_jax.training import checkpoint, pretrained, train
 
 import data_testlib
 import stand_ins
@@ -66,7 +67,7 @@ def test_tiny_gpt_loss_falls_on_the_real_corpus_and_reloads(tmp_path):
   assert last['eval_loss'] < 5.0, last
 
   model, params, model_config = pretrained.from_pretrained(workdir)
-  assert model_config.d_model == 64 and pretrained.run_config(workdir).train.steps == 100
+  assert model_config.d_model == 64 and checkpoint.run_config(workdir).train.steps == 100
   tokens = np.array([[5 + i for i in range(16)]])
   logits = model.apply({'params': params}, tokens=tokens, segment_ids=np.ones_like(tokens),
                        positions=np.arange(16)[None])

@@ -9,7 +9,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 import stand_ins
-from ptlm_jax import config_lib, flops, train
+from ptlm_jax import config_lib, flops
+from ptlm_jax.training import train
 
 BASE = {'parallel.mode': 'pmap', 'parallel.num_devices': 2}
 

@@ -4,7 +4,7 @@ r"""GPU training throughput and MFU of GPT-2 124M, BERT-base and T5-base (issue 
   bash benchmarks/gpu/run.sh                  # all three, each in its own process, timed out
 
 Each model trains with this project's own step (`train.make_train_step`, via
-`ptlm_jax.benchmark_train.TrainBench`) in bfloat16 compute (float32 params and AdamW
+`benchmarks.train_step.TrainBench`) in bfloat16 compute (float32 params and AdamW
 state), `parallel.mode=mesh` over every local device, `model.scan_layers=True` (short
 compilation), dropout 0 (so attention takes `jax.nn.dot_product_attention`; with
 `model.attention_impl=auto` that is cuDNN flash attention on a GPU for bf16 and
@@ -118,7 +118,7 @@ def _is_oom(error: Exception) -> bool:
 def measure(name: str) -> dict:
   # pylint: disable=g-import-not-at-top
   import jax
-  from ptlm_jax import benchmark_train
+  from benchmarks import train_step as benchmark_train
   device = jax.devices()[0]
   stats = device.memory_stats() or {}
   memory = int(stats.get('bytes_limit', 0))

@@ -6,7 +6,7 @@ Article -> highlights; T5 text-to-text or GPT continuation as in news_headlines.
   python -m ptlm_jax.main --config=configs/finetune/cnn_dailymail.py:t5 \
       --workdir=runs/cnn-t5 --config.init.source=runs/t5 --config.data.download=True
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 't5'):

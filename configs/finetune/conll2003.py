@@ -7,7 +7,7 @@ only the words before it); T5 uses its encoder.  14,041 / 3,250 / 3,453 sentence
   python -m ptlm_jax.main --config=configs/finetune/conll2003.py:bert \
       --workdir=runs/conll-bert --config.init.source=runs/bert --config.data.download=True
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 'bert'):

@@ -7,7 +7,7 @@ Reviews are long; rows keep their first `data.seq_len` pieces.
       --workdir=runs/imdb-bert --config.init.source=runs/bert --config.data.download=True
   (gpt, t5 and t5,head as in rotten_tomatoes.py)
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 'bert'):

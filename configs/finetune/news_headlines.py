@@ -10,7 +10,7 @@ for the metric.  3,334 / 184 / 204 articles (the `news` corpus's split: pretrain
   python -m ptlm_jax.main --config=configs/finetune/news_headlines.py:gpt \
       --workdir=runs/news-gpt --config.init.source=runs/gpt
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 't5'):

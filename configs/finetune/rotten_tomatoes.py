@@ -13,7 +13,7 @@ positive, scored by rank classification) or, with `t5,head`, a head on T5's enco
   python -m ptlm_jax.main --config=configs/finetune/rotten_tomatoes.py:bert,quick \
       --workdir=runs/rt-quick
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 'bert'):

@@ -10,7 +10,7 @@ task_corpora.py); 14,580 / 849 / 650 speeches, held-out plays in validation and 
   python -m ptlm_jax.main --config=configs/finetune/shakespeare_ner.py:bert,quick \
       --workdir=runs/ner-quick
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 'bert'):

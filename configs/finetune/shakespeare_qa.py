@@ -10,7 +10,7 @@ questions, held-out plays in validation and test.  Contexts (~100 words) exceed 
   python -m ptlm_jax.main --config=configs/finetune/shakespeare_qa.py:bert,quick \
       --workdir=runs/qa-quick
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 'bert'):

@@ -6,7 +6,7 @@ BERT's recipe: 384-piece rows, document stride 128, questions cut to 64 pieces, 
   python -m ptlm_jax.main --config=configs/finetune/squad.py:bert \
       --workdir=runs/squad-bert --config.init.source=runs/bert --config.data.download=True
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 'bert'):

@@ -7,7 +7,7 @@ text-to-text input is T5's own 'sst2 sentence: ...' prefix.
       --workdir=runs/sst2-bert --config.init.source=runs/bert --config.data.download=True
   (gpt, t5 and t5,head as in rotten_tomatoes.py)
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 'bert'):

@@ -9,7 +9,7 @@ English `news` corpus; German text then falls back to bytes, so for real use pre
   python -m ptlm_jax.main --config=configs/finetune/wmt14_de_en.py:t5 \
       --workdir=runs/wmt-t5 --config.init.source=runs/t5 --config.data.download=True
 """
-from ptlm_jax import task_configs
+from ptlm_jax.finetune import tasks as task_configs
 
 
 def get_config(arg: str = 't5'):

@@ -14,7 +14,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from experiments.compare_objectives import plan, report, runner  # pylint: disable=g-import-not-at-top
-from ptlm_jax import config_lib  # pylint: disable=g-import-not-at-top
+from ptlm_jax import errors
 
 _DEFAULTS = plan.Settings()
 FLAGS = flags.FLAGS
@@ -45,7 +45,7 @@ def main(argv):
   started = time.perf_counter()
   try:
     results = runner.run(settings, FLAGS.workdir, seeds=FLAGS.seeds)
-  except config_lib.UserError as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   results.seconds = time.perf_counter() - started

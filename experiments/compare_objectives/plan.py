@@ -97,8 +97,9 @@ def step_flops(config) -> tuple[float, int, int]:
   """(FLOPs per step, parameters, row length) exactly as train.run counts them."""
   # pylint: disable=g-import-not-at-top  (heavy: jax, flax, the tokenizer)
   import jax
-  from ptlm_jax import flops, models, objectives, train
+  from ptlm_jax import flops, models, objectives
   from ptlm_jax.data import tokenizer as tokenizer_lib
+  from ptlm_jax.training import train
   vocab_info = tokenizer_lib.get_tokenizer(config).vocab_info
   components = train.Components(models.build_model(config.model),
                                 objectives.get_objective(config, vocab_info), train_iter=None)
@@ -137,7 +138,7 @@ def finetune_config(settings: Settings, family: str, source: str, seed: int,
   """rotten_tomatoes with a head, from `source` (pretrained) or the same model at random."""
   # pylint: disable=g-import-not-at-top
   from experiments import config_files
-  from ptlm_jax import pretrained as pretrained_lib
+  from ptlm_jax.training import pretrained as pretrained_lib
   s = settings
   c = config_files.load(f'configs/finetune/rotten_tomatoes.py:{family},head')
   c.data.corpus = s.corpus

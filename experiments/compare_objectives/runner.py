@@ -72,7 +72,7 @@ def enable_compilation_cache(directory: str) -> None:
 
 def _timed_run(config, workdir: str) -> float:
   """train.run, timed; a finished run (rerun of the job) keeps its first wall time."""
-  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.training import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, WALL_TIME_FILE)
   started = time.perf_counter()
   train.run(config, workdir)
@@ -155,12 +155,12 @@ def ensure_pretrained(settings: plan.Settings, families, directory: str,
   the handout and the fine-tuning table can reuse the default job's models or make
   the same ones.
   """
-  from ptlm_jax import pretrained, train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.training import checkpoint, train  # pylint: disable=g-import-not-at-top
   out, runs = {}, None
   for family in families:
     workdir = os.path.abspath(os.path.join(directory, f'{family}-pretrain'))
     out[family] = workdir
-    if pretrained.is_workdir(workdir) and any(
+    if checkpoint.is_workdir(workdir) and any(
         name.isdigit() for name in os.listdir(os.path.join(workdir, 'checkpoints'))):
       log(f'[pretrained] {family}: {workdir}')
       continue

@@ -16,7 +16,7 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from experiments.compare_objectives import plan, runner  # pylint: disable=g-import-not-at-top
 from experiments.finetune_table.grid import (  # pylint: disable=g-import-not-at-top
     METHODS, TASK_FAMILIES, finished, read_cell, run_config, write_cell, write_table)
-from ptlm_jax import config_lib  # pylint: disable=g-import-not-at-top
+from ptlm_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/finetune-table', 'Where the runs and table.md go.')
@@ -35,7 +35,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.training import train  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(FLAGS.workdir)
   os.makedirs(workdir, exist_ok=True)
   runner.enable_compilation_cache(os.path.join(workdir, '.jax_cache'))
@@ -66,7 +66,7 @@ def main(argv):
         results.append(cell)
         # Written after every run, so an interrupted grid still leaves its table.
         write_table(workdir, results, FLAGS.methods)
-  except config_lib.UserError as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   if not results:

@@ -9,15 +9,14 @@ the default job's pretrained tiny BERT and GPT when `--compare_workdir` holds th
 --quick shortens the measured part to a few minutes.
 """
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
-from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+from absl import app, flags  # pylint: disable=g-import-not-at-top
 
 from experiments.handout import answers  # pylint: disable=g-import-not-at-top
-from ptlm_jax import config_lib  # pylint: disable=g-import-not-at-top
+from ptlm_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/handout', 'Where answers.md and the runs go.')
@@ -28,21 +27,13 @@ flags.DEFINE_enum('only', 'all', ['all', 'exercises'],
                   'exercises: only the answers that need no training.')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
-    path = answers.write(FLAGS.workdir, quick=FLAGS.quick, compare_workdir=FLAGS.compare_workdir,
-                         measured_part=FLAGS.only == 'all')
-  except config_lib.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+def run():
+  path = answers.write(FLAGS.workdir, quick=FLAGS.quick, compare_workdir=FLAGS.compare_workdir,
+                       measured_part=FLAGS.only == 'all')
   with open(path, encoding='utf-8') as f:
     print(f.read())
   print(f'[handout] answers: {path}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.one_line_errors(run))

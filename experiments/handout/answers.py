@@ -91,7 +91,7 @@ def softmax_section(demo: dict | None) -> str:
   lines = [
       '## B2. GPT\'s next-token probabilities',
       '',
-      'Logits [2.5, 1.0, 0.5, 1.5] after softmax (`generate.softmax_example`):',
+      'Logits [2.5, 1.0, 0.5, 1.5] after softmax (`exercises.softmax_example`):',
       '',
       collect.markdown_table(header, rows),
       '',
@@ -212,7 +212,7 @@ def lora_section() -> str:
       f'W ∈ R^768×768 has {l["matrix_params"]:,} parameters; LoRA with r = 16 trains B (768×16) '
       f'and A (16×768): 16 × (768 + 768) = **{l["lora_params"]:,}** trainable parameters, '
       f'**{l["percent_of_matrix"]:.2f}%** of the matrix and {l["percent_of_model"]:.4f}% of a '
-      '340M model (`peft.lora_example`).',
+      '340M model (`exercises.lora_example`).',
       '',
       f'On the real BERT-large config with LoRA r = 16 on every query and value kernel '
       f'(`peft.config_report`): {l["bert_large_trainable"]:,} trainable of '
@@ -232,7 +232,7 @@ def carbon_section() -> str:
       '$4.6M).',
       '',
       '```',
-      'python -m ptlm_jax.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 \\',
+      'python -m ptlm_jax.main.estimate --config=configs/gpt.py:gpt3 --accelerator=v100 \\',
       '    --num_devices=10000 --tokens=300e9 --mfu=0.1968 --pue=1.1 --grid_kg_per_kwh=0.429',
       '```',
       '',

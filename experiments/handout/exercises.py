@@ -25,6 +25,20 @@ TOY_PIECES = 1000  # a word-level toy vocabulary: the five words are ids 7..11
 # ---------------------------------------------------------------------------
 # B1: BERT's masking, through the real objective.
 
+def lora_example(d_in: int = 768, d_out: int = 768, rank: int = 16,
+                 model_params: int = 340_000_000) -> dict:
+  """The handout's example: LoRA on one d_in x d_out matrix, against the matrix and a model.
+
+  >>> lora_example()   # 768 x 768, r = 16
+  {'matrix_params': 589824, 'lora_params': 24576, 'percent_of_matrix': 4.1666...,
+   'percent_of_model': 0.00722...}
+  """
+  lora = rank * (d_in + d_out)
+  return {'matrix_params': d_in * d_out, 'lora_params': lora,
+          'percent_of_matrix': 100.0 * lora / (d_in * d_out),
+          'percent_of_model': 100.0 * lora / model_params}
+
+
 @functools.cache  # the handout job and its tests ask more than once
 def masking_exercise(draws: int = 20_000, seed: int = 0) -> dict:
   """Runs the MLM objective on the five-word sentence `draws` times (one row per draw).
@@ -122,9 +136,29 @@ def attention_connections(n: int) -> dict[str, int]:
 # ---------------------------------------------------------------------------
 # B2: softmax and temperature.
 
+HANDOUT_LOGITS = (2.5, 1.0, 0.5, 1.5)
+HANDOUT_WORDS = ('sat', 'ran', 'jumped', 'slept')
+
+
+def softmax_example(temperature: float = 1.0) -> dict[str, float]:
+  """P(next word | "The cat") for the handout's logits [2.5, 1.0, 0.5, 1.5] at a temperature.
+
+  softmax(logits / T): at T = 1, P(sat) = e^2.5 / (e^2.5 + e^1 + e^0.5 + e^1.5) = 0.5793;
+  T < 1 sharpens the distribution towards 'sat' (greedy as T -> 0), T > 1 flattens it
+  towards uniform.
+
+    >>> {w: round(p, 4) for w, p in softmax_example(1.0).items()}
+    {'sat': 0.5793, 'ran': 0.1293, 'jumped': 0.0784, 'slept': 0.2131}
+  """
+  if not temperature > 0:
+    raise ValueError(f'temperature={temperature!r} is invalid: expected a number > 0')
+  z = np.asarray(HANDOUT_LOGITS, np.float64) / temperature
+  p = np.exp(z - z.max())
+  return dict(zip(HANDOUT_WORDS, (p / p.sum()).tolist()))
+
+
 def softmax_exercise(temperatures=(0.5, 1.0, 2.0)) -> dict[float, dict[str, float]]:
-  from ptlm_jax import generate  # pylint: disable=g-import-not-at-top
-  return {t: generate.softmax_example(t) for t in temperatures}
+  return {t: softmax_example(t) for t in temperatures}
 
 
 def entropy_bits(p: dict[str, float]) -> float:
@@ -138,9 +172,9 @@ def entropy_bits(p: dict[str, float]) -> float:
 def lora_exercise(bert_large_rank: int = 16) -> dict:
   """The handout's matrix, and LoRA on every query/value kernel of BERT-large."""
   # pylint: disable=g-import-not-at-top
-  from ptlm_jax import peft
+  from ptlm_jax.peft import partitions as peft
   from experiments import config_files
-  example = peft.lora_example(768, 768, 16, 340_000_000)
+  example = lora_example(768, 768, 16, 340_000_000)
   config = config_files.load('configs/bert.py:large')
   config.peft.method = 'lora'
   config.peft.lora_rank = bert_large_rank

@@ -53,7 +53,7 @@ def quick_settings() -> plan.Settings:
 def demos(bert_dir: str, gpt_dir: str, max_new_tokens: int = 24) -> dict:
   """Fill-mask on the handout's sentences; 'Once upon a time' five ways."""
   # pylint: disable=g-import-not-at-top
-  from ptlm_jax import generate, inference
+  from ptlm_jax.decoding import generate, inference
   bert = inference.load(bert_dir)
   fill = {text: inference.fill_mask_text(bert, text, top_k=5)[0] for text in FILL_MASK}
   gpt = inference.load(gpt_dir)
@@ -102,8 +102,9 @@ def pretraining_loss(config, params, batches: int = 8, seed: int = 1234) -> floa
   import itertools
   import jax
   import numpy as np
-  from ptlm_jax import losses, models, objectives, train
+  from ptlm_jax import models, objectives
   from ptlm_jax.data import pipeline, tokenizer as tokenizer_lib
+  from ptlm_jax.training import losses, train
   tokenizer = tokenizer_lib.get_tokenizer(config)
   objective = objectives.get_objective(config, tokenizer.vocab_info)
   model = models.build_model(config.model)
@@ -126,7 +127,7 @@ def pretraining_loss(config, params, batches: int = 8, seed: int = 1234) -> floa
 
 def backbone_under_lm_head(pretrained_params, finetuned_params) -> dict:
   """The pretrained MLM model's params with every backbone param the fine-tune changed."""
-  from ptlm_jax import peft  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.peft import partitions as peft  # pylint: disable=g-import-not-at-top
   flat = peft.flatten(pretrained_params)
   tuned = peft.flatten(finetuned_params)
   for path in flat:
@@ -140,9 +141,9 @@ def finetuning_questions(bert_dir: str, workdir: str, quick: bool,
   """One rotten_tomatoes fine-tune per question; accuracy and MLM loss before/after."""
   # pylint: disable=g-import-not-at-top
   import json
-  from ptlm_jax import pretrained, train
+  from ptlm_jax.training import checkpoint, train
   settings = quick_settings() if quick else plan.Settings()
-  pre_config, pre_params = pretrained.load_workdir_params(bert_dir)
+  pre_config, pre_params = checkpoint.load_workdir_params(bert_dir)
   before = pretraining_loss(pre_config, pre_params)
   rows = []
   for i, (name, lr, freeze) in enumerate(QUESTIONS):
@@ -156,7 +157,7 @@ def finetuning_questions(bert_dir: str, workdir: str, quick: bool,
     scalars = collect.read_scalars(target)
     with open(os.path.join(target, 'params_report.json'), encoding='utf-8') as f:
       params_report = json.load(f)
-    _, tuned = pretrained.load_workdir_params(target)
+    _, tuned = checkpoint.load_workdir_params(target)
     after = pretraining_loss(pre_config, backbone_under_lm_head(pre_params, tuned))
     del last
     rows.append(FinetuneRow(

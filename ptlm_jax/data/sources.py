@@ -24,8 +24,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ptlm_jax.config_lib import UserError
 from ptlm_jax.data import corpora
+from ptlm_jax.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
 

@@ -42,8 +42,8 @@ import numpy as np
 import sentencepiece as spm
 from absl import logging
 
-from ptlm_jax.config_lib import UserError
 from ptlm_jax.data import downloads, vocab
+from ptlm_jax.errors import UserError
 
 MAX_LINE_CHARS = 2000
 NEWLINE = '\n'

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ptlm_jax import config_lib
+from ptlm_jax import config_lib, families
 from ptlm_jax.models import bert, gpt, heads, t5
 
 FAMILIES = {'bert': bert.Bert, 'gpt': gpt.Gpt, 't5': t5.T5}
@@ -41,7 +41,7 @@ def dummy_inputs(model_config, batch_size: int = 1, length: int = 8,
                  encoder_length: int | None = None) -> dict:
   """Keyword inputs of the right structure for `init` / `eval_shape` (int32 ones)."""
   ones = lambda n: jnp.ones((batch_size, n), jnp.int32)
-  if model_config.family == 't5' and model_config.head in ('lm', 'none'):
+  if families.get(model_config.family).encoder_decoder and model_config.head in ('lm', 'none'):
     s = encoder_length or length
     return dict(encoder_tokens=ones(s), encoder_segment_ids=ones(s), encoder_positions=ones(s),
                 decoder_tokens=ones(length), decoder_segment_ids=ones(length),

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from ptlm_jax.models import attention, layers, stack

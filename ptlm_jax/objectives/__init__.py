@@ -25,7 +25,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-from ptlm_jax import config_lib
+from ptlm_jax import errors, families
 from ptlm_jax.data import vocab
 from ptlm_jax.objectives import causal, mixture, mlm, prefix_lm, span_corruption
 from ptlm_jax.objectives.span_corruption import span_corruption_lengths  # noqa: F401
@@ -59,7 +59,7 @@ class Objective:
 def _targets_length(config, derived: int) -> int:
   asked = config.objective.targets_length
   if asked and asked < derived:
-    raise config_lib.ConfigError('objective.targets_length', asked,
+    raise errors.ConfigError('objective.targets_length', asked,
                                  f'0 (derived) or >= {derived} for {config.objective.name} '
                                  f'at data.seq_len={config.data.seq_len}')
   return asked or derived
@@ -67,7 +67,7 @@ def _targets_length(config, derived: int) -> int:
 
 def _check_sentinels(needed: int, available: int, why: str) -> None:
   if needed > available:
-    raise config_lib.ConfigError(
+    raise errors.ConfigError(
         'data.seq_len', why,
         f'a row needing at most {available} sentinels (it needs {needed}); '
         'shorten data.seq_len or lower the noise density / raise the mean span length')
@@ -76,20 +76,20 @@ def _check_sentinels(needed: int, available: int, why: str) -> None:
 def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
   """Builds the objective named by config.objective.name for config.model.family."""
   o, family, seq_len = config.objective, config.model.family, config.data.seq_len
-  if o.name not in config_lib.OBJECTIVES_FOR_FAMILY[family]:
-    raise config_lib.ConfigError('objective.name', o.name,
-                                 f'one of {config_lib.OBJECTIVES_FOR_FAMILY[family]} for '
-                                 f'model.family={family!r}')
+  allowed = families.get(family).objectives
+  if o.name not in allowed:
+    raise errors.ConfigError('objective.name', o.name,
+                             f'one of {allowed} for model.family={family!r}')
   if vocab_info.size > config.model.vocab_size:
-    raise config_lib.ConfigError('model.vocab_size', config.model.vocab_size,
+    raise errors.ConfigError('model.vocab_size', config.model.vocab_size,
                                  f'>= {vocab_info.size}, the tokenizer pieces plus sentinels')
   if seq_len < 4:
-    raise config_lib.ConfigError('data.seq_len', seq_len, 'an integer >= 4')
+    raise errors.ConfigError('data.seq_len', seq_len, 'an integer >= 4')
 
   if o.name == 'mlm':
     predict = {'on': True, 'off': False, 'auto': o.mask_count_mode == 'fixed'}[o.predict_positions]
     if o.whole_word and vocab_info.word_start is None:
-      raise config_lib.ConfigError('objective.whole_word', True,
+      raise errors.ConfigError('objective.whole_word', True,
                                    'a tokenizer with word-start pieces (VocabInfo.word_start)')
     settings = mlm.MlmSettings(
         piece_count=vocab_info.piece_count, rate=o.mask_rate, count_mode=o.mask_count_mode,
@@ -103,7 +103,7 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
   if o.name == 'causal_lm':
     return Objective('causal_lm', seq_len, seq_len, seq_len, causal.causal_lm)
 
-  if o.name == 'prefix_lm' and family == 'gpt':
+  if o.name == 'prefix_lm' and families.get(family).kind == 'decoder':
     return Objective('prefix_lm', seq_len, seq_len, seq_len, prefix_lm.decoder_prefix_lm)
 
   if o.name == 'prefix_lm':
@@ -133,4 +133,4 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
                            random_roll=o.random_roll, inputs_length=seq_len, targets_length=t)
     return Objective('ul2', shapes.raw_length, seq_len, t, fn)
 
-  raise config_lib.ConfigError('objective.name', o.name, 'a known objective')
+  raise errors.ConfigError('objective.name', o.name, 'a known objective')

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptlm_jax import config_lib
+from ptlm_jax import errors
 from ptlm_jax.data import vocab
 from ptlm_jax.objectives import prefix_lm, rows, span_corruption
 
@@ -55,7 +55,7 @@ class Denoiser:
 def parse_mixture(spec: str) -> tuple[Denoiser, ...]:
   """Parses a mixture spec; ConfigError naming the field on anything malformed."""
   def bad(why):
-    return config_lib.ConfigError('objective.ul2_mixture', spec, why)
+    return errors.ConfigError('objective.ul2_mixture', spec, why)
 
   denoisers = []
   for entry in str(spec).split(','):

@@ -1,0 +1,353 @@
+r"""Benchmarks, one JSON line per measurement; `--mode` picks what is timed.
+
+  python -m benchmarks.speed --family=bert --preset=small          # one training step, timed
+  python -m benchmarks.speed --family=bert,gpt,t5 --preset=small,base-ish --compare_hf=3
+  python -m benchmarks.speed --mode=generate [--compare_hf=3]     # greedy decode tokens/s
+  python -m benchmarks.speed --mode=compile --family=gpt --layers=2,24
+
+train (default): the family's pretraining step (objective, model, loss, gradient, AdamW)
+at a preset of the peers' harness (shared/bench/peers: small = vocab 8192, d_model 256,
+4 layers (T5 4 + 4), 4 heads, ffn 1024, seq 128 (T5 targets 32), batch 32; base-ish =
+d_model 512, 6 layers, 8 heads, ffn 2048, seq 256 (T5 targets 64), batch 8), float32
+(`--dtype=bfloat16` for the mixed-precision figure), see benchmark_train.py.  The line
+has family, preset, params, step_ms (median of the timed steps after warm-up),
+tokens_per_s (input tokens: B x L, T5 B x S), mfu / mfu_excl_head (flops.py; needs a
+peak: `--peak_gflops`, or `--peak` measures the peers' f32 matmul peak), compile_s,
+first_step_s, device_kind, jax, the CPU contention while timing (foreign_cpu_frac,
+steal_frac) and the peers' field names, so `aggregate.py` tables it beside them.
+
+generate: the GPT small shape (vocab 8192, d_model 256, 4 layers, 4 heads, ffn 1024, 512
+positions, float32, random weights), batch 8, 16-token random prompts, exactly 128 new
+tokens by greedy decoding (EOS banned until then, like the peer's min_length).  The
+first call compiles; `new_tokens_per_s` = batch * new tokens / the median wall time of
+the next 5 calls, `ms_per_token_step` = that median / new tokens.
+
+compile: the train step's trace + lower and XLA compile seconds with
+`model.scan_layers=True` at each `--layers` depth (best of `--repeats`), and the ratio to
+the first depth.
+
+--compare_hf=N runs N rounds; in each, every measurement of ours and of each peer in
+`--peers` runs in a fresh process, one after the other (never two at once), ours first,
+so that all see the same machine load; then it prints the median over rounds of the
+per-round throughput ratios.  Training peers: HF Flax (`hf_flax_train.py`, which also
+measures the f32 matmul peak used for every MFU of the round), HF PyTorch eager and
+compiled (`torch_train.py [--compile]`); generation: HF Flax.  The harness (its own venv:
+HF transformers 4.57 needs jax 0.9) is found through --peer_python and --peer_script.
+`--raw_dir` also appends every line to <raw_dir>/<variant>.jsonl, the layout of the
+peers' run_all.sh, so `aggregate.py --raw <raw_dir>` makes one report of all of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+MODES = ('train', 'generate', 'compile')
+flags.DEFINE_enum('mode', 'train', MODES, 'What to time.')
+flags.DEFINE_list('family', ['bert', 'gpt', 't5'], 'train / compile: bert, gpt, t5 (a list).')
+flags.DEFINE_list('preset', ['small'], 'train: small, base-ish (a list); compile: one.')
+flags.DEFINE_integer('steps', None, 'train: timed steps (default: the preset\'s, as the peers).')
+flags.DEFINE_integer('warmup', None, 'train: untimed steps first (default: the preset\'s).')
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'train: model.dtype (compute).')
+flags.DEFINE_float('peak_gflops', 0.0, 'train: peak GFLOP/s for MFU (0: the device table; a '
+                   'CPU has none).')
+flags.DEFINE_bool('peak', False, 'train: measure the peak as the peers do (best f32 matmul).')
+flags.DEFINE_list('layers', ['2', '24'], 'compile: layer counts (T5: per stack).')
+flags.DEFINE_integer('repeats', 2, 'compile: compilations per depth (the best is reported).')
+flags.DEFINE_integer('batch', 8, 'generate: prompts decoded together.')
+flags.DEFINE_integer('prompt_len', 16, 'generate: prompt tokens per row.')
+flags.DEFINE_integer('new_tokens', 128, 'generate: new tokens per row.')
+flags.DEFINE_integer('runs', 5, 'generate: timed calls after the compiling one.')
+flags.DEFINE_integer('compare_hf', 0, 'Rounds of (ours, each peer) in fresh processes '
+                     '(0 = ours only, in this process).')
+flags.DEFINE_list('peers', ['flax', 'torch', 'torch-compile'],
+                  'train --compare_hf: peers to run (generate: HF Flax only).')
+flags.DEFINE_string('peer_python', os.path.expanduser('~/.cache/ptlm-peers/venv/bin/python'),
+                    'Python of the peer-benchmark venv (HF transformers + jax 0.9 + torch).')
+# The peers' harness sits in ../shared/bench/peers beside the repository (as CI lays it out).
+PEERS_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                                          'shared', 'bench', 'peers'))
+flags.DEFINE_string('peer_script', os.path.join(PEERS_DIR, 'hf_flax_train.py'),
+                    'The HF Flax peer; torch_train.py is taken from the same folder.')
+flags.DEFINE_string('out', '', 'Also append every JSON line to this file.')
+flags.DEFINE_string('raw_dir', '', '--compare_hf: also append lines to <raw_dir>/<variant>.jsonl '
+                    '(the peers\' aggregate.py layout).')
+flags.DEFINE_integer('peer_timeout', 900, 'Seconds before a benchmark process is given up.')
+
+# The peer harness's `small` preset (shared/bench/peers/common.py).
+SMALL_GPT = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, head_dim=64,
+                 d_ff=1024, max_len=512)
+# Targets of issue 9 (median ratio of tokens/s): HF Flax (BERT: 1.5), best HF PyTorch.
+TARGET_VS_FLAX = {'bert': 1.5, 'gpt': 1.3, 't5': 1.3}
+TARGET_VS_TORCH = 1.2
+TARGET_DECODE_VS_FLAX = 2.0
+
+
+def _emit(record: dict, variant: str = '') -> None:
+  line = json.dumps(record, sort_keys=True)
+  print(line, flush=True)
+  if FLAGS.out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, 'a', encoding='utf-8') as f:
+      f.write(line + '\n')
+  if FLAGS.raw_dir and variant:
+    os.makedirs(FLAGS.raw_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.raw_dir, f'{variant}.jsonl'), 'a', encoding='utf-8') as f:
+      f.write(line + '\n')
+
+
+def _versions() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  return dict(jax=jax.__version__, backend=jax.default_backend(),
+              device_kind=device.device_kind, host_cpus=os.cpu_count())
+
+
+# ---------------------------------------------------------------------------
+# Decoding.
+
+def bench_generate(batch: int, prompt_len: int, new_tokens: int, runs: int) -> dict:
+  """Greedy decoding throughput of this project's loop on the GPT small shape."""
+  # pylint: disable=g-import-not-at-top  (jax starts on first use)
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from benchmarks import train_step as benchmark_train
+  from ptlm_jax import config_lib, models
+  from ptlm_jax.decoding import generate
+
+  m = config_lib.base_config('gpt', 'small').model
+  m.update(SMALL_GPT, dropout_rate=0.0, attention_dropout_rate=0.0, dtype='float32')
+  model = models.build_model(m)
+  init = jax.jit(lambda rng: model.init(rng, **models.dummy_inputs(m, 1, 8))['params'])
+  params = jax.block_until_ready(nn.unbox(init(jax.random.key(0))))
+  # The peer's prompts: common.prompt_batch (ids in [5, vocab - 100), RandomState(seed + 1)).
+  prompt = np.random.RandomState(1).randint(5, m.vocab_size - 100, (batch, prompt_len))
+  prompt, lengths = jax.numpy.asarray(prompt, jax.numpy.int32), np.full((batch,), prompt_len)
+  options = generate.Options(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+
+  def call():
+    out = generate.generate(model, params, prompt, lengths, options)
+    return jax.block_until_ready(out.tokens_BxG)
+
+  start = time.perf_counter()
+  tokens = call()
+  first = time.perf_counter() - start
+  assert tokens.shape == (batch, new_tokens), tokens.shape
+  times, before = [], benchmark_train.cpu_times()
+  for _ in range(runs):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+  load = benchmark_train.contention(before, benchmark_train.cpu_times())
+  median = statistics.median(times)
+  return dict(peer='ptlm_jax', kind='generate', family='gpt', config='small', gen_batch=batch,
+              prompt_len=prompt_len, new_tokens=new_tokens, first_call_s=round(first, 3),
+              gen_s_median=round(median, 4), gen_s_min=round(min(times), 4), runs=runs,
+              new_tokens_per_s=round(batch * new_tokens / median, 1),
+              ms_per_token_step=round(median / new_tokens * 1e3, 3), **load, **_versions())
+
+
+# ---------------------------------------------------------------------------
+# Fresh-process comparisons with the peers' harness.
+
+def _records(output: str, kind: str) -> list[dict]:
+  """The JSON lines of a process's stdout whose kind is `kind`."""
+  found = []
+  for line in output.splitlines():
+    if line.startswith('{'):
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get('kind') == kind:
+        found.append(record)
+  return found
+
+
+def _run(cmd: list[str]) -> tuple[str, str]:
+  """(stdout, '') of a finished process, or ('', why it failed)."""
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.peer_timeout,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  except subprocess.TimeoutExpired:
+    return '', f'timed out after {FLAGS.peer_timeout} s'
+  if proc.returncode != 0:
+    return '', f'exit {proc.returncode}: {proc.stderr.strip()[-300:]}'
+  return proc.stdout, ''
+
+
+def _check_peers() -> None:
+  for path in (FLAGS.peer_python, FLAGS.peer_script):
+    if not os.path.exists(path):
+      raise app.UsageError(f'{path} not found: set --peer_python / --peer_script '
+                           '(shared/bench/peers/setup_venv.sh makes the venv)')
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+  return round(ours / theirs, 3) if ours and theirs else None
+
+
+def _median(values) -> float | None:
+  values = [v for v in values if v is not None]
+  return round(statistics.median(values), 3) if values else None
+
+
+def compare_train(rounds: int, families: list[str], presets: list[str]) -> None:
+  """Rounds of (ours, each peer) per preset and family; prints the median ratios."""
+  _check_peers()
+  peer_dir = os.path.dirname(os.path.abspath(FLAGS.peer_script))
+  scripts = {'flax': [FLAGS.peer_script, '--peak'],
+             'torch': [os.path.join(peer_dir, 'torch_train.py')],
+             'torch-compile': [os.path.join(peer_dir, 'torch_train.py'), '--compile']}
+  unknown = sorted(set(FLAGS.peers) - set(scripts))
+  if unknown:
+    raise app.UsageError(f'--peers={unknown}: expected some of {sorted(scripts)}')
+  tokens = {}  # (preset, family, variant) -> [tokens/s per round]
+  for r in range(rounds):
+    for preset in presets:
+      for family in families:
+        ours = [sys.executable, '-m', 'benchmarks.speed', '--mode=train', f'--family={family}',
+                f'--preset={preset}', f'--dtype={FLAGS.dtype}']
+        ours += [f'--{k}={getattr(FLAGS, k)}' for k in ('steps', 'warmup')
+                 if getattr(FLAGS, k) is not None]
+        # --steps / --warmup, when given, apply to every variant (the harness has the same flags).
+        counts = [a for k in ('steps', 'warmup') if getattr(FLAGS, k) is not None
+                  for a in (f'--{k}', str(getattr(FLAGS, k)))]
+        runs = [('ptlm_jax', ours)] + [
+            (v, [FLAGS.peer_python] + scripts[v] + ['--config', preset, '--families', family]
+             + counts) for v in FLAGS.peers]
+        group, peak = [], None
+        for variant, cmd in runs:
+          stdout, error = _run(cmd)
+          found = _records(stdout, 'train')
+          peaks = _records(stdout, 'peak')
+          if peaks:
+            peak = peaks[0]['best_gflops']['float32']
+            _emit(dict(peaks[0], round=r), variant)
+          if error or not found:
+            _emit(dict(kind='error', variant=variant, family=family, preset=preset, round=r,
+                       error=error or 'no train record'))
+            continue
+          group.append((variant, dict(found[0], round=r, variant=variant)))
+        for variant, rec in group:
+          if peak and rec.get('peer') == 'ptlm_jax':  # one MFU denominator per round
+            step_s = rec['step_ms_median'] / 1e3
+            rec.update(peak_gflops=peak,
+                       mfu=round((rec['model_flops_per_step'] + rec['head_flops_per_step'])
+                                 / step_s / (peak * 1e9), 4),
+                       mfu_excl_head=round(rec['model_flops_per_step'] / step_s / (peak * 1e9),
+                                           4))
+          _emit(rec, variant)
+          tokens.setdefault((preset, family, variant), []).append(
+              (r, rec['batch'] * rec['seq'] / (rec['step_ms_median'] / 1e3)))
+  for preset in presets:
+    for family in families:
+      per_round = {v: dict(tokens.get((preset, family, v), [])) for v in ['ptlm_jax'] + FLAGS.peers}
+      vs_flax, vs_torch = [], []
+      for r in range(rounds):
+        ours = per_round['ptlm_jax'].get(r)
+        vs_flax.append(_ratio(ours, per_round.get('flax', {}).get(r)))
+        torch = [per_round[v].get(r) for v in ('torch', 'torch-compile') if v in per_round]
+        torch = [t for t in torch if t]
+        vs_torch.append(_ratio(ours, max(torch)) if torch else None)
+      flax_ratio, torch_ratio = _median(vs_flax), _median(vs_torch)
+      _emit(dict(
+          kind='train_comparison', family=family, preset=preset, rounds=rounds,
+          dtype=FLAGS.dtype,
+          tokens_per_s_median={v: _median(per_round[v].values()) for v in per_round},
+          ratios_vs_hf_flax=vs_flax, ratios_vs_best_hf_torch=vs_torch,
+          median_ratio_vs_hf_flax=flax_ratio, median_ratio_vs_best_hf_torch=torch_ratio,
+          target_vs_hf_flax=TARGET_VS_FLAX[family], target_vs_best_hf_torch=TARGET_VS_TORCH,
+          met=bool(flax_ratio and flax_ratio >= TARGET_VS_FLAX[family] and torch_ratio
+                   and torch_ratio >= TARGET_VS_TORCH)))
+
+
+def compare_generate(rounds: int, batch: int, prompt_len: int, new_tokens: int,
+                     runs: int) -> None:
+  """Alternates fresh processes of this benchmark and the HF Flax peer; prints the ratios."""
+  _check_peers()
+  ours_cmd = [sys.executable, '-m', 'benchmarks.speed', '--mode=generate', f'--batch={batch}',
+              f'--prompt_len={prompt_len}', f'--new_tokens={new_tokens}', f'--runs={runs}']
+  # --families '' : no training measurements, generation only (--steps 0 would leave the
+  # harness's training benchmark with no timed step).
+  theirs_cmd = [FLAGS.peer_python, FLAGS.peer_script, '--config', 'small', '--families', '',
+                '--gen', '--gen-batch', str(batch), '--prompt-len', str(prompt_len),
+                '--new-tokens', str(new_tokens), '--gen-runs', str(runs)]
+  ratios, records = [], []
+  for r in range(rounds):
+    pair = []
+    for variant, cmd in (('ptlm_jax', ours_cmd), ('flax', theirs_cmd)):
+      stdout, error = _run(cmd)
+      found = _records(stdout, 'generate')
+      if error or not found:
+        raise RuntimeError(f'{variant} generation failed: {error or stdout[-2000:]}')
+      record = dict(found[-1], round=r)
+      _emit(record, variant)
+      pair.append(record['new_tokens_per_s'])
+      records.append(record)
+    ratios.append(pair[0] / pair[1])
+  ours = [x['new_tokens_per_s'] for x in records if x['peer'] == 'ptlm_jax']
+  theirs = [x['new_tokens_per_s'] for x in records if x['peer'] != 'ptlm_jax']
+  median = round(statistics.median(ratios), 3)
+  _emit(dict(kind='generate_comparison', rounds=rounds,
+             ours_new_tokens_per_s_median=statistics.median(ours),
+             hf_flax_new_tokens_per_s_median=statistics.median(theirs),
+             ratios=[round(x, 3) for x in ratios], median_ratio=median,
+             target=TARGET_DECODE_VS_FLAX, met=median >= TARGET_DECODE_VS_FLAX))
+
+
+# ---------------------------------------------------------------------------
+
+def _check_names(families: list[str], presets: list[str]) -> None:
+  from benchmarks import train_step as benchmark_train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax import config_lib
+  for family in families:
+    if family not in config_lib.FAMILIES:
+      raise app.UsageError(f'--family={family!r}: expected some of {config_lib.FAMILIES}')
+  for preset in presets:
+    if preset not in benchmark_train.PRESETS:
+      raise app.UsageError(f'--preset={preset!r}: expected some of '
+                           f'{sorted(benchmark_train.PRESETS)}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.mode == 'generate':
+    if FLAGS.compare_hf:
+      compare_generate(FLAGS.compare_hf, FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens,
+                       FLAGS.runs)
+    else:
+      _emit(bench_generate(FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.runs))
+    return
+  _check_names(FLAGS.family, FLAGS.preset)
+  from benchmarks import train_step as benchmark_train  # pylint: disable=g-import-not-at-top  (imports jax)
+  if FLAGS.mode == 'compile':
+    layers = [int(n) for n in FLAGS.layers]
+    for family in FLAGS.family:
+      for record in benchmark_train.bench_compile(family, tuple(layers), FLAGS.preset[0],
+                                                  FLAGS.repeats):
+        _emit(record)
+    return
+  if FLAGS.compare_hf:
+    compare_train(FLAGS.compare_hf, FLAGS.family, FLAGS.preset)
+    return
+  peak = FLAGS.peak_gflops * 1e9
+  if FLAGS.peak:
+    peak = benchmark_train.matmul_peak()
+  for preset in FLAGS.preset:
+    for family in FLAGS.family:
+      record = benchmark_train.bench_train(family, preset, FLAGS.steps, FLAGS.warmup, peak,
+                                           dtype=FLAGS.dtype)
+      _emit(record)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,2 @@
+"""Decoding: greedy / sampling / beam search with a KV cache (`generate`) and the text-level
+API over a trained workdir, a model dir or an HF checkpoint (`inference`)."""

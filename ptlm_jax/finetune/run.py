@@ -1,0 +1,75 @@
+r"""Fine-tuning on a downstream task through the one training loop.
+
+  python -m ptlm_jax.main --config=configs/finetune/rotten_tomatoes.py:bert \
+      --workdir=runs/rt-bert --config.init.source=runs/bert
+
+`ptlm_jax.main` hands a config with `task.name` set to `train_and_evaluate` here;
+`build_components` assembles what the shared loop trains (train.Components):
+
+  model        the family with the task's head (`model.head`), or its LM for text format
+  objective    task_objectives: feature rows -> (inputs, targets, weights)
+  loss         classification / span losses for head outputs that are not [B, T, V]
+  train_iter   tasks.TaskIterator over the encoded train split (shuffled, sharded)
+  eval_batches one ordered pass over the encoded validation split (the loop's eval loss
+               and accuracy: for a classification head, the accuracy of its first
+               `train.eval_steps` batches)
+  extra_eval   task_eval: the task metric(s) on the validation split (`task_*` scalars)
+
+Weights: random unless `init.source` names a pretrained run (the loop loads it, the
+method helper's `pretrained.py` / `peft.py`); the tokenizer is `data.*`'s, so a
+fine-tuning config must name the same tokenizer as its pretraining run (the
+configs/finetune/ files keep the pretraining defaults).
+"""
+from __future__ import annotations
+
+import jax
+from absl import logging
+
+from ptlm_jax import config_lib, errors, models
+from ptlm_jax.data import tokenizer as tokenizer_lib
+from ptlm_jax.finetune import data as tasks, evaluate as task_eval, objectives as task_objectives
+from ptlm_jax.training import train
+
+
+def check_labels(config) -> None:
+  """ConfigError unless model.num_classes matches the dataset's classes (or tags)."""
+  t = config.task
+  if t.name not in ('classification', 'ner'):
+    return
+  names = tasks.label_names(config)
+  if config.model.num_classes != len(names):
+    raise errors.ConfigError('model.num_classes', config.model.num_classes,
+                                 f'{len(names)}: the classes of {t.dataset} '
+                                 f'{t.target_field} ({", ".join(names)})')
+
+
+def build_components(config) -> train.Components:
+  """Model, objective, loss, iterators and task metrics for `config.task` (see above)."""
+  config_lib.validate_task(config)
+  tokenizer = tokenizer_lib.get_tokenizer(config)
+  if tokenizer.vocab_info.size > config.model.vocab_size:
+    raise errors.ConfigError('model.vocab_size', config.model.vocab_size,
+                                 f'>= the tokenizer\'s {tokenizer.vocab_info.size} ids')
+  check_labels(config)
+  d, t = config.data, config.task
+  train_data = tasks.encode(config, tokenizer, tasks.read_examples(config, d.train_split))
+  eval_data = tasks.encode(config, tokenizer,
+                           tasks.read_examples(config, d.eval_split, limit=t.eval_examples))
+  logging.info('%s: %d train rows, %d validation rows (%d examples)', t.dataset,
+               len(train_data.features['tokens']), len(eval_data.features['tokens']),
+               len(eval_data.examples))
+  objective, loss = task_objectives.get_task_objective(config)
+  model = models.build_model(config.model)
+  shard = dict(global_batch=config.train.batch_size, process_index=jax.process_index(),
+               process_count=jax.process_count())
+  train_iter = tasks.TaskIterator(train_data.features, shuffle=d.shuffle, seed=d.shuffle_seed,
+                                  infinite=True, **shard)
+  eval_batches = lambda: tasks.TaskIterator(eval_data.features, shuffle=False, infinite=False,
+                                            **shard)
+  extra_eval = task_eval.make_extra_eval(config, model, objective, eval_data, tokenizer)
+  return train.Components(model, objective, train_iter, eval_batches, loss=loss,
+                          extra_eval=extra_eval)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  return train.run(config, workdir, build_components)

@@ -1,0 +1,20 @@
+"""Command-line entry points; each parses absl flags and calls one importable function.
+
+  python -m ptlm_jax.main           train / fine-tune (--config, --workdir)
+  python -m ptlm_jax.main.prepare   build the corpus and tokenizer, print data statistics
+  python -m ptlm_jax.main.generate  generate text / fill masks from a workdir or HF dir
+  python -m ptlm_jax.main.estimate  time, memory, energy and cost of a config
+  python -m ptlm_jax.main.hf        import / export HF checkpoints and model dirs
+"""
+from ptlm_jax import config_lib
+
+
+def run(config, workdir: str) -> dict[str, float]:
+  """Validates the config and runs the job it describes (importable, e.g. from a notebook)."""
+  config_lib.validate(config)
+  # pylint: disable=g-import-not-at-top  (heavy: jax, flax)
+  if config.task.name:  # fine-tuning: task data, head, objective, loss and task metrics
+    from ptlm_jax.finetune import run as finetune
+    return finetune.train_and_evaluate(config, workdir)
+  from ptlm_jax.training import train
+  return train.train_and_evaluate(config, workdir)

@@ -1,0 +1,565 @@
+"""The training loop shared by every family: one train step, pmap or mesh, eval, resume.
+
+  python -m ptlm_jax.main --config=configs/gpt.py:tiny --workdir=runs/gpt
+
+`train_and_evaluate(config, workdir)` (called by `ptlm_jax.main`) = `run(config, workdir,
+build_components)`.  `build_components` is the only place that imports the real
+tokenizer, input pipeline, objective and model; tests pass stand-ins to `run` instead.
+
+One pure step for all families (`make_train_step`):
+  1. the objective turns the packed rows into (inputs, targets, weights), each row with
+     its own key fold_in(step key, global row index), so masks do not depend on how
+     the batch is split over devices or microbatches;
+  2. per microbatch (`lax.scan` over `optim.microbatches`), the model's logits and the
+     loss sums (losses.py) give gradients of the *summed* loss;
+  3. gradients and sums are added over microbatches and devices, then divided once by
+     the total target weight: loss = sum(loss) / sum(weight), exactly as one big batch;
+  4. the optax update is applied unless the loss or the gradient norm is NaN/Inf; then
+     the state is kept as it was (so no checkpoint can hold a poisoned state) and the
+     host either stops, naming the step (`train.nan_policy=stop`), or carries on (`skip`).
+Randomness is a function of (train.seed, step): a resumed run draws what an
+uninterrupted one would.
+
+Partitions (peft.py): every param gets a label from `config.peft` (or
+`Components.param_labels`); the step splits the params into the trainable and the
+frozen tree and differentiates only the trainable one, and the optimizer holds state for
+the trainable leaves alone.  `peft.method=lora` wraps the model in `lora.LoraModel`.
+`init.source` (a pretraining workdir, a model dir or an HF dir) fills every param that
+matches by path and shape on a fresh start (pretrained.py); with a PEFT method on, the
+checkpoints then hold only what is not in the source (trainable and new params, their
+optimizer state) plus a pointer to it, and resuming rebuilds the rest from the source.
+The start-of-run parameter report is printed and written to `<workdir>/params_report.json`.
+
+Legend: B batch rows, T target positions, V vocabulary, M microbatches, X any further axes.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ptlm_jax import config_lib, errors, flops
+from ptlm_jax.peft import partitions as peft
+from ptlm_jax.training import checkpoint, losses, metrics, optim, parallel, pretrained
+
+
+class TrainingDiverged(errors.UserError):
+  """A NaN/Inf loss under train.nan_policy=stop."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # updates applied so far (int32)
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass
+class Components:
+  """What the loop trains; built from the config by `build_components` (or stand-ins)."""
+  model: nn.Module                                  # the Flax model (INTERFACES.md signatures)
+  objective: Callable                               # (batch, rng) -> (inputs, targets, weights)
+  train_iter: Iterator[dict[str, np.ndarray]]       # packed rows, has get_state()/set_state()
+  eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None  # a fresh finite pass
+  # params -> 'train' / 'freeze' / 'lr*X' tree; None: peft.param_labels(params, config.peft).
+  param_labels: Callable[[Any], Any] | None = None
+  # Fine-tuning hooks.  loss(outputs, targets, weights, z_loss, label_smoothing) -> sums as
+  # losses.weighted_cross_entropy (the default) for model outputs that are not plain logits;
+  # extra_eval(params) -> scalars (F1, exact match, ROUGE, ...) computed on the host after
+  # each evaluation, from the full (global) params.
+  loss: Callable[..., dict] | None = None
+  extra_eval: Callable[[Any], dict[str, float]] | None = None
+
+
+def build_components(config) -> Components:
+  """The real tokenizer, pipeline, objective and model of a pretraining config.
+
+  (Fine-tuning configs get theirs from `finetune.run.build_components`.)
+  """
+  # pylint: disable=g-import-not-at-top
+  from ptlm_jax import models, objectives
+  from ptlm_jax.data import pipeline, tokenizer as tokenizer_lib
+  tokenizer = tokenizer_lib.get_tokenizer(config)
+  objective = objectives.get_objective(config, tokenizer.vocab_info)
+  shard = dict(process_index=jax.process_index(), process_count=jax.process_count(),
+               row_length=objective.raw_length)
+  train_iter = pipeline.make_pretrain_iterator(config, tokenizer, split=config.data.train_split,
+                                               **shard)
+  eval_batches = lambda: pipeline.make_pretrain_iterator(
+      config, tokenizer, split=config.data.eval_split, infinite=False, **shard)
+  return Components(models.build_model(config.model), objective, train_iter, eval_batches)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  return run(config, workdir, build_components)
+
+
+# ---------------------------------------------------------------------------
+# The step functions.
+
+def apply_objective(objective, batch, rng, first_row):
+  """objective over each row with key fold_in(rng, first_row + row): layout-independent."""
+  rows = batch['tokens'].shape[0]
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(first_row + jnp.arange(rows))
+  one_row = lambda row, key: objective(jax.tree.map(lambda x: x[None], row), key)
+  inputs, targets, weights = jax.vmap(one_row)(batch, keys)
+  return jax.tree.map(lambda x: x[:, 0], (inputs, targets, weights))
+
+
+def _split_microbatches(x_BxX, m: int):
+  """[B, ...] -> [M, B/M, ...]; microbatch i takes rows i, i+M, ... (even over devices)."""
+  x_BxMxX = x_BxX.reshape((x_BxX.shape[0] // m, m) + x_BxX.shape[1:])
+  return jnp.swapaxes(x_BxMxX, 0, 1)
+
+
+def _chunk_tokens(config) -> int:
+  return config.train.get('loss_chunk_tokens', 0)  # absent in configs saved before it existed
+
+
+def model_loss(model, chunk_tokens: int, loss=None) -> Callable:
+  """(params, inputs, targets, weights, z_loss, label_smoothing, **apply_kwargs) -> loss sums.
+
+  A pretraining LM (no `loss` hook, `model.head='lm'`, `chunk_tokens` > 0: the config's
+  `train.loss_chunk_tokens`) takes the fused path: the model's `lm_head_inputs` (the
+  features before the vocabulary projection, and its table) go to
+  `losses.projected_cross_entropy`, which never builds the [B, T, V] logits and computes
+  their gradient in the same pass.  Otherwise the
+  model's logits go to `loss` (default `losses.weighted_cross_entropy`).  Same sums.
+  """
+  model_config = getattr(model, 'config', None)
+  if (loss is None and chunk_tokens > 0 and hasattr(model, 'lm_head_inputs')
+      and getattr(model_config, 'head', None) == 'lm'):
+    def fused(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
+      h_BxTxD, table_VxD, bias_V = model.apply({'params': params}, **inputs,
+                                               method='lm_head_inputs', **kwargs)
+      return losses.projected_cross_entropy(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT,
+                                            z_loss, label_smoothing, chunk_tokens)
+    return fused
+  loss = loss or losses.weighted_cross_entropy
+
+  def plain(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
+    logits_BxTxV = model.apply({'params': params}, **inputs, **kwargs)
+    return loss(logits_BxTxV, targets_BxT, weights_BxT, z_loss=z_loss,
+                label_smoothing=label_smoothing)
+  return plain
+
+
+def make_train_step(model, objective, tx, config, par, loss=None, trainable=None) -> Callable:
+  """train_step(state, batch, rng) -> (state, metrics of sums); see the module docstring.
+
+  trainable: a tree of bools like the params (None: all); only those leaves are
+  differentiated and updated (`tx` holds state for them alone), the others pass through.
+  """
+  m, o = config.optim.microbatches, config.objective
+  sums_fn = model_loss(model, _chunk_tokens(config), loss)
+  split = ((lambda params: peft.partition(params, trainable)) if trainable is not None
+           else (lambda params: (params, {})))
+
+  def loss_fn(train_params, frozen_params, inputs, targets_BxT, weights_BxT, dropout_rng):
+    params = peft.combine(train_params, frozen_params)
+    sums = sums_fn(params, inputs, targets_BxT, weights_BxT, o.z_loss, o.label_smoothing,
+                   deterministic=False, rngs={'dropout': dropout_rng})
+    return sums['loss'], sums  # losses.py: 'loss' already includes the z-loss
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    rows = batch['tokens'].shape[0]
+    inputs, targets, weights = apply_objective(objective, batch, jax.random.fold_in(rng, 0),
+                                               par.first_row(rows))
+    dropout_rng = par.device_rng(jax.random.fold_in(rng, 1))
+    train_params, frozen_params = split(state.params)
+
+    # -- gradients of the summed loss (trainable leaves only), accumulated over microbatches --
+    if m == 1:
+      grads, sums = grad_fn(train_params, frozen_params, inputs, targets, weights, dropout_rng)
+    else:
+      micro = jax.tree.map(lambda x: par.constrain_microbatches(_split_microbatches(x, m)),
+                           (inputs, targets, weights))
+      first = jax.tree.map(lambda x: x[0], micro)
+      shapes = jax.eval_shape(grad_fn, train_params, frozen_params, *first, dropout_rng)
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+
+      def accumulate(carry, xs):
+        i, (mb_inputs, mb_targets, mb_weights) = xs
+        out = grad_fn(train_params, frozen_params, mb_inputs, mb_targets, mb_weights,
+                      jax.random.fold_in(dropout_rng, i))
+        return jax.tree.map(lambda a, b: a + b.astype(jnp.float32), carry, out), None
+
+      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(m), micro))
+      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, train_params)
+
+    # -- summed over devices, divided once --
+    grads, sums = par.sum((grads, sums))
+    denominator = jnp.where(sums['weight'] > 0, sums['weight'], 1.0)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    grad_norm = optax.tree.norm(grads)
+
+    # -- update, unless something is NaN/Inf --
+    updates, opt_state = tx.update(grads, state.opt_state, train_params)
+    new_params = optax.apply_updates(train_params, updates)
+    finite = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    state = TrainState(step=state.step + 1,
+                       params=peft.combine(keep(new_params, train_params), frozen_params),
+                       opt_state=keep(opt_state, state.opt_state))
+    return state, {**sums, 'grad_norm': grad_norm, 'finite': finite.astype(jnp.float32)}
+
+  return train_step
+
+
+def make_eval_step(model, objective, par, loss=None, config=None) -> Callable:
+  """eval_step(state, batch, rng) -> sums of plain cross-entropy (no z-loss, no smoothing).
+
+  config: for `train.loss_chunk_tokens` (the fused LM head of `model_loss`); None: off.
+  """
+  sums_fn = model_loss(model, 0 if config is None else _chunk_tokens(config), loss)
+
+  def eval_step(state, batch, rng):
+    rows = batch['tokens'].shape[0]
+    inputs, targets_BxT, weights_BxT = apply_objective(objective, batch, rng, par.first_row(rows))
+    return par.sum(sums_fn(state.params, inputs, targets_BxT, weights_BxT, 0.0, 0.0,
+                           deterministic=True))
+
+  return eval_step
+
+
+# ---------------------------------------------------------------------------
+# Helpers of the loop.
+
+def _prepare_workdir(workdir: str) -> str:
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
+    with open(probe, 'w', encoding='utf-8') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise errors.UserError(
+        f'--workdir={workdir} is not a writable directory ({e.strerror})') from None
+  return workdir
+
+
+def _unbox(tree):
+  is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
+  return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
+                      is_leaf=is_box)
+
+
+def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+  """A short last eval batch, padded with empty rows (segment 0: no targets)."""
+  have = next(iter(batch.values())).shape[0]
+  if have == rows:
+    return batch
+  pad = lambda v: np.zeros((rows - have,) + v.shape[1:], v.dtype)
+  return {k: np.concatenate([v, pad(v)]) for k, v in batch.items()}
+
+
+def _fetch(pending, par, schedule, nan_policy: str, reporter, last_saved: int | None
+           ) -> list[dict[str, float]]:
+  """Host copies of the pending steps' metrics; stops on a NaN/Inf step under policy 'stop'."""
+  fetched = []
+  for step, device_metrics in pending:
+    host = par.metrics_to_host(device_metrics)
+    host['lr'] = float(schedule(step - 1))
+    if not host['finite']:
+      message = (f'non-finite loss at step {step} (loss sum {host["loss"]}, '
+                 f'grad norm {host["grad_norm"]})')
+      if nan_policy == 'stop':
+        raise TrainingDiverged(
+            f'{message}: stopped (train.nan_policy=stop); the update was not applied and no '
+            f'checkpoint after step {last_saved} was written. Lower optim.lr or set '
+            'train.nan_policy=skip')
+      reporter.print(f'warning: {message}: update skipped (train.nan_policy=skip)')
+    fetched.append(host)
+  return fetched
+
+
+def _window_scalars(window: list[dict[str, float]]) -> dict[str, float]:
+  """Token-weighted train scalars over the steps since the last write (finite steps only)."""
+  good = [w for w in window if w['finite']] or window
+  weight = sum(w['weight'] for w in good) or 1.0
+  return {'loss': sum(w['loss'] for w in good) / weight,
+          'accuracy': sum(w['correct'] for w in good) / weight,
+          'z_loss': sum(w['z_loss'] for w in good) / weight,
+          'grad_norm': sum(w['grad_norm'] for w in good) / len(good),
+          'lr': window[-1]['lr'],
+          'skipped': float(sum(1 for w in window if not w['finite']))}
+
+
+@dataclasses.dataclass
+class StateSpec:
+  """How to build the train state, and its shapes, without computing it."""
+  init_state: Callable[[jax.Array], TrainState]  # rng -> TrainState (jit it with out_shardings)
+  abstract_state: TrainState                     # ShapeDtypeStructs (jax.eval_shape)
+  boxed_params: Any                              # abstract params in nn.LogicallyPartitioned boxes
+  param_specs: Any                               # logical PartitionSpecs of the params
+  tx: optax.GradientTransformation
+  row_length: int                                # packed row length the objective needs
+  example_inputs: Any                            # abstract model inputs of one row
+  example_targets: Any                           # abstract targets of one row
+  labels: Any                                    # 'train' | 'freeze' | 'lr*X' per param
+  trainable: Any                                 # bools per param: differentiated or not
+
+
+def make_state_spec(config, components: Components, rng) -> StateSpec:
+  """Abstract initialisation: model.init and tx.init traced with jax.eval_shape only."""
+  model, objective = components.model, components.objective
+  row_length = getattr(objective, 'raw_length', config.data.seq_len)
+  one_row = {k: jax.ShapeDtypeStruct((1, row_length), jnp.int32)
+             for k in ('tokens', 'segment_ids', 'positions')}
+  example_inputs, example_targets, _ = jax.eval_shape(
+      lambda b: apply_objective(objective, b, jax.random.PRNGKey(0), 0), one_row)
+
+  def init_params(rng):
+    inputs = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example_inputs)
+    return model.init({'params': rng, 'dropout': rng}, **inputs, deterministic=True)['params']
+
+  boxed_params = jax.eval_shape(init_params, rng)
+  abstract_params = _unbox(boxed_params)
+  labels = (components.param_labels or (lambda p: peft.param_labels(p, config.peft)))(
+      abstract_params)
+  trainable = peft.trainable_mask(labels)
+  # The optimizer sees the trainable leaves only: frozen ones have no state at all.
+  train_labels = peft.partition(labels, trainable)[0]
+  all_train = set(jax.tree.leaves(train_labels)) == {'train'}
+  tx = optim.make_optimizer(config, peft.partition(abstract_params, trainable)[0],
+                            None if all_train else train_labels)
+
+  def init_state(rng):
+    params = _unbox(init_params(rng))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(peft.partition(params, trainable)[0]))
+
+  return StateSpec(init_state, jax.eval_shape(init_state, rng), boxed_params,
+                   nn.get_partition_spec(boxed_params), tx, row_length, example_inputs,
+                   example_targets, labels, trainable)
+
+
+# ---------------------------------------------------------------------------
+# The loop.
+
+def run(config, workdir: str, components_fn: Callable[[Any], Components] = build_components
+        ) -> dict[str, float]:
+  """Trains (or resumes) the run `config` describes in `workdir`; returns the last scalars."""
+  started = time.perf_counter()
+  # -- Devices and checks, before anything compiles --
+  parallel.initialize_distributed(config)
+  config_lib.validate(config, num_devices=jax.device_count())
+  peft.check_config(config.peft)
+  # init.source: its weights, and the model / tokenizer fields it fixes (a resolved copy).
+  config = copy.deepcopy(config)
+  pretrained.pin_resumed_source(config, workdir)
+  source = pretrained.load_source(config)
+  inherited = pretrained.inherit_fields(config, source) if source else []
+  if inherited:
+    config_lib.validate(config, num_devices=jax.device_count())
+  workdir = _prepare_workdir(workdir)
+  par = parallel.make(config)
+  t = config.train
+  local_rows = t.batch_size // jax.process_count()
+  components = components_fn(config)
+  components = dataclasses.replace(components, model=peft.wrap(components.model, config.peft))
+  model, objective = components.model, components.objective
+
+  # -- Model, optimizer and the abstract state --
+  init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(t.seed), 3)
+  with par.context():
+    spec = make_state_spec(config, components, init_rng)
+  tx, schedule, row_length = spec.tx, optim.make_schedule(config), spec.row_length
+
+  # -- FLOPs and the reporter --
+  counts = flops.count_params(spec.boxed_params)
+  lengths = {k: v.shape[1] for k, v in spec.example_inputs.items() if getattr(v, 'ndim', 0) == 2}
+  input_length = lengths.get('encoder_tokens', lengths.get('tokens', row_length))
+  step_flops = flops.flops_per_step(
+      config.model, counts, t.batch_size, input_length,
+      target_length=lengths.get('decoder_tokens', 0), output_length=spec.example_targets.shape[1])
+  peak = flops.peak_flops_per_device(jax.devices()[0].device_kind, t.peak_flops) * par.num_devices
+  reporter = metrics.Reporter(workdir, config, tokens_per_step=t.batch_size * row_length,
+                              flops=step_flops, peak_flops=peak)
+  reporter.print(f'{config.model.family}: {counts["params_total"]:,} parameters '
+                 f'({counts["params_non_embedding"]:,} non-embedding); {par.mode} over '
+                 f'{par.num_devices} devices, {jax.process_count()} process(es); '
+                 f'{step_flops["model"] + step_flops["head"]:.3g} FLOPs per step')
+
+  # -- Partitions, init.source and what checkpoints hold --
+  abstract_params = spec.abstract_state.params
+  match = pretrained.match_params(abstract_params, source) if source else None
+  # With a PEFT method and a source, checkpoints hold only what the source cannot give back.
+  adapter_only = match is not None and config.peft.method != 'none'
+  saved = None
+  if adapter_only:
+    trainable = {k for k, v in peft.flatten(spec.trainable).items() if v}
+    saved = trainable | set(match.fresh) | set(match.replaced)
+  view = lambda state: state if saved is None else state.replace(
+      params=peft.select(state.params, saved))
+  _write_params_report(workdir, config, reporter, abstract_params, spec.labels, inherited,
+                       match, saved)
+
+  with par.context():
+    # -- Checkpoint: resume, or start from scratch (or from init.source) --
+    ckpt = checkpoint.Checkpointer(workdir, config)
+    par.prepare(spec.abstract_state, spec.param_specs)
+    global_abstract = par.global_abstract(spec.abstract_state)
+    ckpt.check_compatible(config, view(global_abstract))
+    if not any(jax.tree.leaves(spec.trainable)):
+      raise errors.ConfigError('peft.rules', config.peft.rules,
+                                   'rules that leave some parameter trainable (with peft.method='
+                                   f'{config.peft.method!r} every one is frozen)')
+    restored = ckpt.restore_latest(view(global_abstract))
+    if restored:
+      start_step, global_state, data_state = restored
+      if adapter_only:  # the base from init.source, then the saved params and optimizer
+        state = _place_params(par.init_state(spec.init_state, init_rng), par, match.copied)
+        state = _overlay(state, par, global_state)
+      else:
+        state = par.from_global(global_state)
+      components.train_iter.set_state(data_state)
+      reporter.print(f'resumed from step {start_step} ({ckpt.directory}/{start_step})')
+    else:
+      start_step = 0
+      state = par.init_state(spec.init_state, init_rng)
+      if match is not None:
+        state = _place_params(state, par, match.copied)
+      reporter.hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
+          config.to_dict(), sep='.').items()})
+    peft_info = source.pointer() if adapter_only else None
+
+    # -- Compile --
+    train_step = par.compile(make_train_step(model, objective, tx, config, par, components.loss,
+                                             spec.trainable), returns_state=True)
+    eval_step = par.compile(make_eval_step(model, objective, par, components.loss, config),
+                            returns_state=False)
+
+    def evaluate() -> dict[str, float]:
+      if components.eval_batches is None or t.eval_steps == 0:
+        return {}
+      totals: dict[str, float] = {}
+      batches = itertools.islice(components.eval_batches(), t.eval_steps)
+      for i, batch in enumerate(batches):
+        sums = eval_step(state, par.shard_batch(_pad_rows(batch, local_rows)),
+                         jax.random.fold_in(eval_rng, i))
+        for k, v in par.metrics_to_host(sums).items():
+          totals[k] = totals.get(k, 0.0) + v
+      if not totals:
+        return {}
+      loss = totals['loss'] / max(totals['weight'], 1e-9)
+      scalars = {'loss': loss, 'accuracy': totals['correct'] / max(totals['weight'], 1e-9),
+                 'perplexity': math.exp(min(loss, 50.0)), 'tokens': totals['weight']}
+      if components.extra_eval is not None:
+        scalars.update(components.extra_eval(
+            peft.inference_params(par.to_global(state).params, config.peft)))
+      return scalars
+
+    # -- Train --
+    watch = checkpoint.PreemptionWatch()
+    profiler = metrics.Profiler(workdir, t.profile_steps)
+    pending: list[tuple[int, Any]] = []   # (step, device metrics) not yet fetched
+    window: list[dict[str, float]] = []
+    last = {'step': start_step}
+    try:
+      if start_step >= t.steps:
+        reporter.print(f'step {start_step} >= train.steps={t.steps}: nothing to train')
+      for step in range(start_step, t.steps):
+        profiler.before(step)
+        batch = par.shard_batch(next(components.train_iter))
+        state, step_metrics = train_step(state, batch, train_rng)
+        profiler.after(step, step_metrics)
+        done = step + 1
+        pending.append((done, step_metrics))
+        if step == start_step:  # the first step includes compilation
+          jax.block_until_ready(step_metrics)
+          seconds = time.perf_counter() - started
+          reporter.print(f'step {done} (compilation included) done {seconds:.1f}s after start')
+          reporter.restart_clock(done)
+
+        final = done == t.steps
+        preempted = watch.reached(done)
+        eval_due = t.eval_steps > 0 and (done % t.eval_every == 0 or final)
+        save_due = done % t.checkpoint_every == 0 or final or preempted
+        if done % t.log_every == 0 or final or eval_due or save_due:
+          # Fetch (and check for NaN) before anything is evaluated or saved.
+          window += _fetch(pending, par, schedule, t.nan_policy, reporter, ckpt.latest_step())
+          pending.clear()
+        if window and (done % t.log_every == 0 or final):
+          scalars = _window_scalars(window)
+          last.update({f'train_{k}': v for k, v in scalars.items()})
+          reporter.train(done, scalars)
+          window.clear()
+        eval_scalars = evaluate() if eval_due else {}
+        if eval_scalars:
+          last.update({f'eval_{k}': v for k, v in eval_scalars.items()})
+          reporter.eval(done, eval_scalars)
+        if save_due:
+          ranked = {k: eval_scalars[k] for k in ('loss', 'accuracy')} if eval_scalars else None
+          ckpt.save(done, par.to_global(view(state)), components.train_iter.get_state(), config,
+                    metrics=ranked, peft_info=peft_info)
+        if eval_due or save_due:
+          reporter.restart_clock(done)
+        last['step'] = done
+        if preempted and not final:
+          ckpt.wait()
+          reporter.print(f'preempted: saved step {done} to {ckpt.directory}; exiting')
+          break
+    finally:
+      watch.close()
+      ckpt.close()
+      reporter.close()
+  return last
+
+
+def _place_params(state: TrainState, par, host_params: dict[str, np.ndarray]) -> TrainState:
+  """The state with params replaced by host arrays ('/'-joined paths), in their shardings."""
+  if not host_params:
+    return state
+  global_state = par.to_global(state)
+  flat = peft.flatten(global_state.params)
+  for path, host in host_params.items():
+    old = flat[path]
+    host = np.asarray(host, old.dtype)
+    flat[path] = jax.make_array_from_callback(old.shape, old.sharding, lambda i, h=host: h[i])
+  return par.from_global(global_state.replace(params=peft.unflatten(flat)))
+
+
+def _overlay(state: TrainState, par, restored: TrainState) -> TrainState:
+  """A fresh state (base params placed) with a restored adapter-only state laid over it."""
+  global_state = par.to_global(state)
+  return par.from_global(global_state.replace(
+      step=restored.step, params=peft.combine(global_state.params, restored.params),
+      opt_state=restored.opt_state))
+
+
+def _write_params_report(workdir, config, reporter, abstract_params, labels, inherited, match,
+                         saved) -> None:
+  """Prints the parameter report and writes it to <workdir>/params_report.json."""
+  report = peft.report(abstract_params, labels)
+  report['method'] = config.peft.method
+  for note in inherited:
+    reporter.print(note)
+  reporter.print(peft.format_report(report))
+  if match is not None:
+    report['init'] = match.summary()
+    reporter.print(match.describe())
+  if saved is not None:
+    sizes = peft.flatten(jax.tree.map(lambda x: math.prod(x.shape), abstract_params))
+    report['checkpoint_params'] = sum(n for path, n in sizes.items() if path in saved)
+    reporter.print(f"checkpoints hold {report['checkpoint_params']:,} of {report['total']:,} "
+                   f'parameters (the rest comes from init.source={config.init.source})')
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'params_report.json'), 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=2)
