@@ -152,21 +152,61 @@ def state_partition_specs(abstract_state: Any, abstract_params: Any, param_specs
 
 
 # ---------------------------------------------------------------------------
+# The interface of a parallel mode; the defaults are what a mode without per-device
+# code (mesh) does, so each mode writes only what differs.
+
+class Parallel:
+  """How the one train step runs over devices.  Inside the step: `sum`, `first_row`,
+  `device_rng`, `constrain_microbatches`; around it: `prepare`, `init_state`,
+  `shard_batch`, `compile`, `metrics_to_host`; checkpoints: `global_abstract`,
+  `to_global`, `from_global` (one global array per leaf, whatever the mode)."""
+  mode = ''
+
+  def __init__(self, config):
+    self.devices = _devices(config)
+    self.num_devices = len(self.devices)
+
+  def context(self):
+    return contextlib.nullcontext()
+
+  def sum(self, tree):
+    """Sums over the devices that split the batch (identity when the step sees it whole)."""
+    return tree
+
+  def first_row(self, local_rows: int):
+    """Global index of this device's first batch row."""
+    del local_rows
+    return 0
+
+  def device_rng(self, rng):
+    return rng
+
+  def constrain_microbatches(self, x_MxBxX):
+    return x_MxBxX
+
+  def prepare(self, abstract_state, param_specs) -> None:
+    """Derives the state's placement from its shapes (before init_state / compile)."""
+    del abstract_state, param_specs
+
+  def to_global(self, state):
+    return state
+
+  def from_global(self, state):
+    return state
+
+
+# ---------------------------------------------------------------------------
 # pmap: replicated state, per-device batches.
 
-class DataParallel:
+class DataParallel(Parallel):
   """`jax.pmap` data parallelism with a replicated state (see the module docstring)."""
   mode = 'pmap'
 
   def __init__(self, config):
-    devices = _devices(config)
-    self.local_devices = [d for d in devices if d.process_index == jax.process_index()]
-    self.num_devices = len(devices)
+    super().__init__(config)
+    self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
     self.local_mesh = Mesh(np.array(self.local_devices), (PMAP_AXIS,))
-    self.global_mesh = Mesh(np.array(devices), ('replica',))
-
-  def context(self):
-    return contextlib.nullcontext()
+    self.global_mesh = Mesh(np.array(self.devices), ('replica',))
 
   # Inside the step (under pmap).
   def sum(self, tree):
@@ -178,14 +218,7 @@ class DataParallel:
   def device_rng(self, rng):
     return jax.random.fold_in(rng, jax.lax.axis_index(PMAP_AXIS))
 
-  def constrain_microbatches(self, x_MxBxX):
-    return x_MxBxX
-
   # Around the step.
-  def prepare(self, abstract_state, param_specs) -> None:
-    """Nothing to derive: every leaf is replicated."""
-    del abstract_state, param_specs
-
   def init_state(self, init_fn: Callable, rng):
     """init_fn(rng) computed once per device and placed with a leading device axis."""
     n = len(self.local_devices)
@@ -236,15 +269,15 @@ class DataParallel:
 # ---------------------------------------------------------------------------
 # mesh: jit with NamedShardings over (data, fsdp, tensor).
 
-class MeshParallel:
+class MeshParallel(Parallel):
   """`jax.jit` over a (data, fsdp, tensor) mesh (see the module docstring)."""
   mode = 'mesh'
 
   def __init__(self, config):
-    devices = _devices(config)
-    self.num_devices = len(devices)
-    shape = config_lib.mesh_shape(config, len(devices))
-    self.mesh = jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    super().__init__(config)
+    shape = config_lib.mesh_shape(config, self.num_devices)
+    self.mesh = jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                              devices=self.devices)
     self.batch_sharding = NamedSharding(self.mesh, P(BATCH_AXES))
     self.replicated = NamedSharding(self.mesh, P())
     self.state_shardings = None
@@ -256,16 +289,6 @@ class MeshParallel:
     return stack
 
   # Inside the step (under jit, on the global batch).
-  def sum(self, tree):
-    return tree
-
-  def first_row(self, local_rows: int):
-    del local_rows
-    return 0
-
-  def device_rng(self, rng):
-    return rng
-
   def constrain_microbatches(self, x_MxBxX):
     spec = P(None, BATCH_AXES, *([None] * (x_MxBxX.ndim - 2)))
     return jax.lax.with_sharding_constraint(x_MxBxX, NamedSharding(self.mesh, spec))
@@ -303,13 +326,7 @@ class MeshParallel:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         abstract_state, self.state_shardings)
 
-  def to_global(self, state):
-    return state
 
-  def from_global(self, state):
-    return state
-
-
-def make(config) -> DataParallel | MeshParallel:
+def make(config) -> Parallel:
   """The parallel mode `config.parallel.mode` names, over the devices it may use."""
   return MeshParallel(config) if config.parallel.mode == 'mesh' else DataParallel(config)

@@ -20,26 +20,23 @@ One pure step for all families (`make_train_step`):
 Randomness is a function of (train.seed, step): a resumed run draws what an
 uninterrupted one would.
 
-Partitions (peft.py): every param gets a label from `config.peft` (or
+Partitions (peft/partitions.py): every param gets a label from `config.peft` (or
 `Components.param_labels`); the step splits the params into the trainable and the
 frozen tree and differentiates only the trainable one, and the optimizer holds state for
 the trainable leaves alone.  `peft.method=lora` wraps the model in `lora.LoraModel`.
-`init.source` (a pretraining workdir, a model dir or an HF dir) fills every param that
-matches by path and shape on a fresh start (pretrained.py); with a PEFT method on, the
-checkpoints then hold only what is not in the source (trainable and new params, their
-optimizer state) plus a pointer to it, and resuming rebuilds the rest from the source.
-The start-of-run parameter report is printed and written to `<workdir>/params_report.json`.
+Where a run starts (init.source, adapter-only checkpoints, resume) is `start.py`; the
+start-of-run parameter report is printed and written to `<workdir>/params_report.json`.
+
+`run` reads top to bottom: checks and config → model, optimizer and abstract state →
+reporter and parameter report → checkpoint (resume or fresh) → compile → `_loop`.
 
 Legend: B batch rows, T target positions, V vocabulary, M microbatches, X any further axes.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
-import json
 import math
-import os
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -50,9 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ptlm_jax import config_lib, errors, flops
+from ptlm_jax import errors, flops
 from ptlm_jax.peft import partitions as peft
-from ptlm_jax.training import checkpoint, losses, metrics, optim, parallel, pretrained
+from ptlm_jax.training import checkpoint, losses, metrics, optim, parallel, start
 
 
 class TrainingDiverged(errors.UserError):
@@ -240,20 +237,6 @@ def make_eval_step(model, objective, par, loss=None, config=None) -> Callable:
 # ---------------------------------------------------------------------------
 # Helpers of the loop.
 
-def _prepare_workdir(workdir: str) -> str:
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w', encoding='utf-8') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise errors.UserError(
-        f'--workdir={workdir} is not a writable directory ({e.strerror})') from None
-  return workdir
-
-
 def _unbox(tree):
   is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
   return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
@@ -357,209 +340,155 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
         ) -> dict[str, float]:
   """Trains (or resumes) the run `config` describes in `workdir`; returns the last scalars."""
   started = time.perf_counter()
-  # -- Devices and checks, before anything compiles --
+  # -- Devices and checks, before anything compiles; init.source's fields --
   parallel.initialize_distributed(config)
-  config_lib.validate(config, num_devices=jax.device_count())
-  peft.check_config(config.peft)
-  # init.source: its weights, and the model / tokenizer fields it fixes (a resolved copy).
-  config = copy.deepcopy(config)
-  pretrained.pin_resumed_source(config, workdir)
-  source = pretrained.load_source(config)
-  inherited = pretrained.inherit_fields(config, source) if source else []
-  if inherited:
-    config_lib.validate(config, num_devices=jax.device_count())
-  workdir = _prepare_workdir(workdir)
+  config, source, inherited = start.resolve_config(config, workdir)
+  workdir = start.prepare_workdir(workdir)
   par = parallel.make(config)
-  t = config.train
-  local_rows = t.batch_size // jax.process_count()
   components = components_fn(config)
   components = dataclasses.replace(components, model=peft.wrap(components.model, config.peft))
-  model, objective = components.model, components.objective
 
   # -- Model, optimizer and the abstract state --
-  init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(t.seed), 3)
+  init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.train.seed), 3)
   with par.context():
     spec = make_state_spec(config, components, init_rng)
-  tx, schedule, row_length = spec.tx, optim.make_schedule(config), spec.row_length
-
-  # -- FLOPs and the reporter --
-  counts = flops.count_params(spec.boxed_params)
-  lengths = {k: v.shape[1] for k, v in spec.example_inputs.items() if getattr(v, 'ndim', 0) == 2}
-  input_length = lengths.get('encoder_tokens', lengths.get('tokens', row_length))
-  step_flops = flops.flops_per_step(
-      config.model, counts, t.batch_size, input_length,
-      target_length=lengths.get('decoder_tokens', 0), output_length=spec.example_targets.shape[1])
-  peak = flops.peak_flops_per_device(jax.devices()[0].device_kind, t.peak_flops) * par.num_devices
-  reporter = metrics.Reporter(workdir, config, tokens_per_step=t.batch_size * row_length,
-                              flops=step_flops, peak_flops=peak)
-  reporter.print(f'{config.model.family}: {counts["params_total"]:,} parameters '
-                 f'({counts["params_non_embedding"]:,} non-embedding); {par.mode} over '
-                 f'{par.num_devices} devices, {jax.process_count()} process(es); '
-                 f'{step_flops["model"] + step_flops["head"]:.3g} FLOPs per step')
-
-  # -- Partitions, init.source and what checkpoints hold --
-  abstract_params = spec.abstract_state.params
-  match = pretrained.match_params(abstract_params, source) if source else None
-  # With a PEFT method and a source, checkpoints hold only what the source cannot give back.
-  adapter_only = match is not None and config.peft.method != 'none'
-  saved = None
-  if adapter_only:
-    trainable = {k for k, v in peft.flatten(spec.trainable).items() if v}
-    saved = trainable | set(match.fresh) | set(match.replaced)
-  view = lambda state: state if saved is None else state.replace(
-      params=peft.select(state.params, saved))
-  _write_params_report(workdir, config, reporter, abstract_params, spec.labels, inherited,
-                       match, saved)
+  reporter = _make_reporter(config, workdir, spec, par)
+  persist = start.Persistence.of(config, spec.abstract_state.params, spec.trainable, source)
+  start.write_params_report(workdir, config, reporter, spec.abstract_state.params, spec.labels,
+                            inherited, persist)
 
   with par.context():
     # -- Checkpoint: resume, or start from scratch (or from init.source) --
     ckpt = checkpoint.Checkpointer(workdir, config)
     par.prepare(spec.abstract_state, spec.param_specs)
     global_abstract = par.global_abstract(spec.abstract_state)
-    ckpt.check_compatible(config, view(global_abstract))
+    ckpt.check_compatible(config, persist.view(global_abstract))
     if not any(jax.tree.leaves(spec.trainable)):
       raise errors.ConfigError('peft.rules', config.peft.rules,
-                                   'rules that leave some parameter trainable (with peft.method='
-                                   f'{config.peft.method!r} every one is frozen)')
-    restored = ckpt.restore_latest(view(global_abstract))
-    if restored:
-      start_step, global_state, data_state = restored
-      if adapter_only:  # the base from init.source, then the saved params and optimizer
-        state = _place_params(par.init_state(spec.init_state, init_rng), par, match.copied)
-        state = _overlay(state, par, global_state)
-      else:
-        state = par.from_global(global_state)
-      components.train_iter.set_state(data_state)
-      reporter.print(f'resumed from step {start_step} ({ckpt.directory}/{start_step})')
-    else:
-      start_step = 0
-      state = par.init_state(spec.init_state, init_rng)
-      if match is not None:
-        state = _place_params(state, par, match.copied)
+                               'rules that leave some parameter trainable (with peft.method='
+                               f'{config.peft.method!r} every one is frozen)')
+    state, start_step = start.initial_state(par, ckpt, persist, global_abstract,
+                                            spec.init_state, init_rng, components.train_iter,
+                                            reporter)
+    if start_step == 0:
       reporter.hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
           config.to_dict(), sep='.').items()})
-    peft_info = source.pointer() if adapter_only else None
 
     # -- Compile --
-    train_step = par.compile(make_train_step(model, objective, tx, config, par, components.loss,
-                                             spec.trainable), returns_state=True)
-    eval_step = par.compile(make_eval_step(model, objective, par, components.loss, config),
-                            returns_state=False)
-
-    def evaluate() -> dict[str, float]:
-      if components.eval_batches is None or t.eval_steps == 0:
-        return {}
-      totals: dict[str, float] = {}
-      batches = itertools.islice(components.eval_batches(), t.eval_steps)
-      for i, batch in enumerate(batches):
-        sums = eval_step(state, par.shard_batch(_pad_rows(batch, local_rows)),
-                         jax.random.fold_in(eval_rng, i))
-        for k, v in par.metrics_to_host(sums).items():
-          totals[k] = totals.get(k, 0.0) + v
-      if not totals:
-        return {}
-      loss = totals['loss'] / max(totals['weight'], 1e-9)
-      scalars = {'loss': loss, 'accuracy': totals['correct'] / max(totals['weight'], 1e-9),
-                 'perplexity': math.exp(min(loss, 50.0)), 'tokens': totals['weight']}
-      if components.extra_eval is not None:
-        scalars.update(components.extra_eval(
-            peft.inference_params(par.to_global(state).params, config.peft)))
-      return scalars
+    train_step = par.compile(make_train_step(components.model, components.objective, spec.tx,
+                                             config, par, components.loss, spec.trainable),
+                             returns_state=True)
+    evaluate = _make_evaluate(config, components, par, eval_rng)
 
     # -- Train --
-    watch = checkpoint.PreemptionWatch()
-    profiler = metrics.Profiler(workdir, t.profile_steps)
-    pending: list[tuple[int, Any]] = []   # (step, device metrics) not yet fetched
-    window: list[dict[str, float]] = []
-    last = {'step': start_step}
-    try:
-      if start_step >= t.steps:
-        reporter.print(f'step {start_step} >= train.steps={t.steps}: nothing to train')
-      for step in range(start_step, t.steps):
-        profiler.before(step)
-        batch = par.shard_batch(next(components.train_iter))
-        state, step_metrics = train_step(state, batch, train_rng)
-        profiler.after(step, step_metrics)
-        done = step + 1
-        pending.append((done, step_metrics))
-        if step == start_step:  # the first step includes compilation
-          jax.block_until_ready(step_metrics)
-          seconds = time.perf_counter() - started
-          reporter.print(f'step {done} (compilation included) done {seconds:.1f}s after start')
-          reporter.restart_clock(done)
+    return _loop(config, workdir, components, par, state, start_step, train_step, evaluate,
+                 train_rng, ckpt, persist, reporter, started)
 
-        final = done == t.steps
-        preempted = watch.reached(done)
-        eval_due = t.eval_steps > 0 and (done % t.eval_every == 0 or final)
-        save_due = done % t.checkpoint_every == 0 or final or preempted
-        if done % t.log_every == 0 or final or eval_due or save_due:
-          # Fetch (and check for NaN) before anything is evaluated or saved.
-          window += _fetch(pending, par, schedule, t.nan_policy, reporter, ckpt.latest_step())
-          pending.clear()
-        if window and (done % t.log_every == 0 or final):
-          scalars = _window_scalars(window)
-          last.update({f'train_{k}': v for k, v in scalars.items()})
-          reporter.train(done, scalars)
-          window.clear()
-        eval_scalars = evaluate() if eval_due else {}
-        if eval_scalars:
-          last.update({f'eval_{k}': v for k, v in eval_scalars.items()})
-          reporter.eval(done, eval_scalars)
-        if save_due:
-          ranked = {k: eval_scalars[k] for k in ('loss', 'accuracy')} if eval_scalars else None
-          ckpt.save(done, par.to_global(view(state)), components.train_iter.get_state(), config,
-                    metrics=ranked, peft_info=peft_info)
-        if eval_due or save_due:
-          reporter.restart_clock(done)
-        last['step'] = done
-        if preempted and not final:
-          ckpt.wait()
-          reporter.print(f'preempted: saved step {done} to {ckpt.directory}; exiting')
-          break
-    finally:
-      watch.close()
-      ckpt.close()
-      reporter.close()
+
+def _make_reporter(config, workdir: str, spec: StateSpec, par) -> metrics.Reporter:
+  """The metrics writer, with the FLOPs of one step (MFU) and the start-of-run line."""
+  t = config.train
+  counts = flops.count_params(spec.boxed_params)
+  lengths = {k: v.shape[1] for k, v in spec.example_inputs.items() if getattr(v, 'ndim', 0) == 2}
+  input_length = lengths.get('encoder_tokens', lengths.get('tokens', spec.row_length))
+  step_flops = flops.flops_per_step(
+      config.model, counts, t.batch_size, input_length,
+      target_length=lengths.get('decoder_tokens', 0), output_length=spec.example_targets.shape[1])
+  peak = flops.peak_flops_per_device(jax.devices()[0].device_kind, t.peak_flops) * par.num_devices
+  reporter = metrics.Reporter(workdir, config, tokens_per_step=t.batch_size * spec.row_length,
+                              flops=step_flops, peak_flops=peak)
+  reporter.print(f'{config.model.family}: {counts["params_total"]:,} parameters '
+                 f'({counts["params_non_embedding"]:,} non-embedding); {par.mode} over '
+                 f'{par.num_devices} devices, {jax.process_count()} process(es); '
+                 f'{step_flops["model"] + step_flops["head"]:.3g} FLOPs per step')
+  return reporter
+
+
+def _make_evaluate(config, components: Components, par, eval_rng) -> Callable:
+  """evaluate(state) -> eval scalars ({} when there is nothing to evaluate)."""
+  t = config.train
+  local_rows = t.batch_size // jax.process_count()
+  eval_step = par.compile(make_eval_step(components.model, components.objective, par,
+                                         components.loss, config), returns_state=False)
+
+  def evaluate(state) -> dict[str, float]:
+    if components.eval_batches is None or t.eval_steps == 0:
+      return {}
+    totals: dict[str, float] = {}
+    batches = itertools.islice(components.eval_batches(), t.eval_steps)
+    for i, batch in enumerate(batches):
+      sums = eval_step(state, par.shard_batch(_pad_rows(batch, local_rows)),
+                       jax.random.fold_in(eval_rng, i))
+      for k, v in par.metrics_to_host(sums).items():
+        totals[k] = totals.get(k, 0.0) + v
+    if not totals:
+      return {}
+    loss = totals['loss'] / max(totals['weight'], 1e-9)
+    scalars = {'loss': loss, 'accuracy': totals['correct'] / max(totals['weight'], 1e-9),
+               'perplexity': math.exp(min(loss, 50.0)), 'tokens': totals['weight']}
+    if components.extra_eval is not None:
+      scalars.update(components.extra_eval(
+          peft.inference_params(par.to_global(state).params, config.peft)))
+    return scalars
+  return evaluate
+
+
+def _loop(config, workdir, components, par, state, start_step, train_step, evaluate, train_rng,
+          ckpt, persist, reporter, started) -> dict[str, float]:
+  """Steps from start_step to train.steps: log, evaluate and save on their cadences."""
+  t = config.train
+  schedule = optim.make_schedule(config)
+  watch = checkpoint.PreemptionWatch()
+  profiler = metrics.Profiler(workdir, t.profile_steps)
+  pending: list[tuple[int, Any]] = []   # (step, device metrics) not yet fetched
+  window: list[dict[str, float]] = []
+  last = {'step': start_step}
+  try:
+    if start_step >= t.steps:
+      reporter.print(f'step {start_step} >= train.steps={t.steps}: nothing to train')
+    for step in range(start_step, t.steps):
+      profiler.before(step)
+      batch = par.shard_batch(next(components.train_iter))
+      state, step_metrics = train_step(state, batch, train_rng)
+      profiler.after(step, step_metrics)
+      done = step + 1
+      pending.append((done, step_metrics))
+      if step == start_step:  # the first step includes compilation
+        jax.block_until_ready(step_metrics)
+        seconds = time.perf_counter() - started
+        reporter.print(f'step {done} (compilation included) done {seconds:.1f}s after start')
+        reporter.restart_clock(done)
+
+      final = done == t.steps
+      preempted = watch.reached(done)
+      eval_due = t.eval_steps > 0 and (done % t.eval_every == 0 or final)
+      save_due = done % t.checkpoint_every == 0 or final or preempted
+      if done % t.log_every == 0 or final or eval_due or save_due:
+        # Fetch (and check for NaN) before anything is evaluated or saved.
+        window += _fetch(pending, par, schedule, t.nan_policy, reporter, ckpt.latest_step())
+        pending.clear()
+      if window and (done % t.log_every == 0 or final):
+        scalars = _window_scalars(window)
+        last.update({f'train_{k}': v for k, v in scalars.items()})
+        reporter.train(done, scalars)
+        window.clear()
+      eval_scalars = evaluate(state) if eval_due else {}
+      if eval_scalars:
+        last.update({f'eval_{k}': v for k, v in eval_scalars.items()})
+        reporter.eval(done, eval_scalars)
+      if save_due:
+        ranked = {k: eval_scalars[k] for k in ('loss', 'accuracy')} if eval_scalars else None
+        ckpt.save(done, par.to_global(persist.view(state)), components.train_iter.get_state(),
+                  config, metrics=ranked, peft_info=persist.peft_info)
+      if eval_due or save_due:
+        reporter.restart_clock(done)
+      last['step'] = done
+      if preempted and not final:
+        ckpt.wait()
+        reporter.print(f'preempted: saved step {done} to {ckpt.directory}; exiting')
+        break
+  finally:
+    watch.close()
+    ckpt.close()
+    reporter.close()
   return last
-
-
-def _place_params(state: TrainState, par, host_params: dict[str, np.ndarray]) -> TrainState:
-  """The state with params replaced by host arrays ('/'-joined paths), in their shardings."""
-  if not host_params:
-    return state
-  global_state = par.to_global(state)
-  flat = peft.flatten(global_state.params)
-  for path, host in host_params.items():
-    old = flat[path]
-    host = np.asarray(host, old.dtype)
-    flat[path] = jax.make_array_from_callback(old.shape, old.sharding, lambda i, h=host: h[i])
-  return par.from_global(global_state.replace(params=peft.unflatten(flat)))
-
-
-def _overlay(state: TrainState, par, restored: TrainState) -> TrainState:
-  """A fresh state (base params placed) with a restored adapter-only state laid over it."""
-  global_state = par.to_global(state)
-  return par.from_global(global_state.replace(
-      step=restored.step, params=peft.combine(global_state.params, restored.params),
-      opt_state=restored.opt_state))
-
-
-def _write_params_report(workdir, config, reporter, abstract_params, labels, inherited, match,
-                         saved) -> None:
-  """Prints the parameter report and writes it to <workdir>/params_report.json."""
-  report = peft.report(abstract_params, labels)
-  report['method'] = config.peft.method
-  for note in inherited:
-    reporter.print(note)
-  reporter.print(peft.format_report(report))
-  if match is not None:
-    report['init'] = match.summary()
-    reporter.print(match.describe())
-  if saved is not None:
-    sizes = peft.flatten(jax.tree.map(lambda x: math.prod(x.shape), abstract_params))
-    report['checkpoint_params'] = sum(n for path, n in sizes.items() if path in saved)
-    reporter.print(f"checkpoints hold {report['checkpoint_params']:,} of {report['total']:,} "
-                   f'parameters (the rest comes from init.source={config.init.source})')
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'params_report.json'), 'w', encoding='utf-8') as f:
-      json.dump(report, f, indent=2)

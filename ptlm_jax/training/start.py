@@ -1,0 +1,148 @@
+"""Where a run starts: its resolved config, what its checkpoints hold, and its first state.
+
+`train.run` calls these in order:
+  config, source, notes = start.resolve_config(config, workdir)   # init.source fields
+  persist = start.Persistence.of(config, spec, source)            # adapter-only or whole
+  state, step = start.initial_state(...)                          # resume | source | scratch
+
+With `init.source` (a pretraining workdir, a model dir or an HF dir) every param that
+matches by path and shape is filled from it on a fresh start (pretrained.py).  With a PEFT
+method on as well, checkpoints hold only what the source cannot give back (trainable and
+new params, their optimizer state) plus a pointer to the source; resuming rebuilds the
+rest from the source (`Persistence.adapter_only`).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from ptlm_jax import config_lib, errors
+from ptlm_jax.peft import partitions as peft
+from ptlm_jax.training import pretrained
+
+
+def resolve_config(config, workdir: str):
+  """(a resolved copy of config, the init.source or None, notes on the fields it fixed).
+
+  Checks the config on this run's devices before anything compiles; the source's
+  architecture and tokenizer fields are taken over (pretrained.inherit_fields).
+  """
+  config_lib.validate(config, num_devices=jax.device_count())
+  peft.check_config(config.peft)
+  config = copy.deepcopy(config)
+  pretrained.pin_resumed_source(config, workdir)
+  source = pretrained.load_source(config)
+  inherited = pretrained.inherit_fields(config, source) if source else []
+  if inherited:
+    config_lib.validate(config, num_devices=jax.device_count())
+  return config, source, inherited
+
+
+def prepare_workdir(workdir: str) -> str:
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
+    with open(probe, 'w', encoding='utf-8') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise errors.UserError(
+        f'--workdir={workdir} is not a writable directory ({e.strerror})') from None
+  return workdir
+
+
+@dataclasses.dataclass
+class Persistence:
+  """What checkpoints hold: the whole state, or (adapter-only) the params `saved` names."""
+  match: pretrained.Match | None   # init.source params matched against the model's
+  saved: set[str] | None           # '/'-joined param paths a checkpoint holds (None: all)
+  peft_info: dict | None           # the source pointer written beside adapter-only checkpoints
+
+  @classmethod
+  def of(cls, config, abstract_params, trainable, source) -> 'Persistence':
+    match = pretrained.match_params(abstract_params, source) if source else None
+    if match is None or config.peft.method == 'none':
+      return cls(match, None, None)
+    flagged = {k for k, v in peft.flatten(trainable).items() if v}
+    return cls(match, flagged | set(match.fresh) | set(match.replaced), source.pointer())
+
+  @property
+  def adapter_only(self) -> bool:
+    return self.saved is not None
+
+  def view(self, state):
+    """The part of a state that checkpoints hold."""
+    if self.saved is None:
+      return state
+    return state.replace(params=peft.select(state.params, self.saved))
+
+
+def initial_state(par, ckpt, persist: Persistence, global_abstract, init_state: Callable,
+                  init_rng, train_iter, reporter) -> tuple[Any, int]:
+  """(state, its step): the latest checkpoint if there is one, else a fresh state with
+  init.source's matching params placed (the data iterator is set to the checkpoint's)."""
+  restored = ckpt.restore_latest(persist.view(global_abstract))
+  if not restored:
+    state = par.init_state(init_state, init_rng)
+    if persist.match is not None:
+      state = _place_params(state, par, persist.match.copied)
+    return state, 0
+  step, global_state, data_state = restored
+  if persist.adapter_only:  # the base from init.source, then the saved params and optimizer
+    state = _place_params(par.init_state(init_state, init_rng), par, persist.match.copied)
+    state = _overlay(state, par, global_state)
+  else:
+    state = par.from_global(global_state)
+  train_iter.set_state(data_state)
+  reporter.print(f'resumed from step {step} ({ckpt.directory}/{step})')
+  return state, step
+
+
+def _place_params(state, par, host_params: dict[str, np.ndarray]):
+  """The state with params replaced by host arrays ('/'-joined paths), in their shardings."""
+  if not host_params:
+    return state
+  global_state = par.to_global(state)
+  flat = peft.flatten(global_state.params)
+  for path, host in host_params.items():
+    old = flat[path]
+    host = np.asarray(host, old.dtype)
+    flat[path] = jax.make_array_from_callback(old.shape, old.sharding, lambda i, h=host: h[i])
+  return par.from_global(global_state.replace(params=peft.unflatten(flat)))
+
+
+def _overlay(state, par, restored):
+  """A fresh state (base params placed) with a restored adapter-only state laid over it."""
+  global_state = par.to_global(state)
+  return par.from_global(global_state.replace(
+      step=restored.step, params=peft.combine(global_state.params, restored.params),
+      opt_state=restored.opt_state))
+
+
+def write_params_report(workdir, config, reporter, abstract_params, labels, inherited,
+                        persist: Persistence) -> None:
+  """Prints the parameter report and writes it to <workdir>/params_report.json."""
+  report = peft.report(abstract_params, labels)
+  report['method'] = config.peft.method
+  for note in inherited:
+    reporter.print(note)
+  reporter.print(peft.format_report(report))
+  if persist.match is not None:
+    report['init'] = persist.match.summary()
+    reporter.print(persist.match.describe())
+  if persist.saved is not None:
+    sizes = peft.flatten(jax.tree.map(lambda x: math.prod(x.shape), abstract_params))
+    report['checkpoint_params'] = sum(n for path, n in sizes.items() if path in persist.saved)
+    reporter.print(f"checkpoints hold {report['checkpoint_params']:,} of {report['total']:,} "
+                   f'parameters (the rest comes from init.source={config.init.source})')
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'params_report.json'), 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=2)
