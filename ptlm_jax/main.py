@@ -4,7 +4,6 @@ r"""Command-line entry point: parses absl flags and calls one importable functio
       --config.train.steps=500 --config.optim.lr=3e-4
 """
 import os
-import sys
 
 # Before TensorFlow (under TFDS) loads: keep its C++ start-up lines off the console.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -13,7 +12,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # TF only reads TFRecords h
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
-from ptlm_jax import config_lib
+from ptlm_jax import cli, config_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -29,6 +28,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def run(config, workdir: str) -> None:
   """Validates the config and runs the job it describes (importable, e.g. from a notebook)."""
+  from ptlm_jax.data import local_files  # pylint: disable=g-import-not-at-top
+  local_files.resolve(config)  # your own files: checked, and classes / steps filled in
   config_lib.validate(config)
   from ptlm_jax import train  # pylint: disable=g-import-not-at-top  (heavy: jax, flax)
   train.train_and_evaluate(config, workdir)
@@ -39,12 +40,12 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:  # orbax and TFDS log every file at INFO
     logging.set_verbosity(logging.WARNING)
+  cli.quiet_progress_bars()
   try:
     run(FLAGS.config, FLAGS.workdir)
   except config_lib.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
