@@ -323,8 +323,10 @@ def validate_task(config: ml_collections.ConfigDict) -> None:
          "'head' for BERT (an encoder has no text output; use GPT or T5)")
   head = TASK_HEADS[(k.name, k.format)]
   _check(m.head == head, 'model.head', m.head, f'{head!r} for task {k.name} in {k.format} format')
-  _check(bool(k.dataset) != bool(k.train_file), 'task.dataset', k.dataset,
-         'a TFDS dataset name, or empty with task.train_file set (not both)')
+  _check(bool(k.dataset or k.train_file), 'task.train_file', k.train_file,
+         'your training file (.csv, .tsv or .jsonl), or task.dataset (a TFDS name)')
+  _check(not (k.dataset and k.train_file), 'task.train_file', k.train_file,
+         f"'' with task.dataset={k.dataset!r} set (one source of data)")
   if k.train_file:
     _check(bool(k.validation_file), 'task.validation_file', k.validation_file,
            'a .csv / .tsv / .jsonl file with task.train_file')

@@ -31,6 +31,7 @@ def run(config, workdir: str) -> None:
   from ptlm_jax.data import local_files  # pylint: disable=g-import-not-at-top
   local_files.resolve(config)  # your own files: checked, and classes / steps filled in
   config_lib.validate(config)
+  cli.quiet_progress_bars()  # after the cheap checks: it imports TensorFlow
   from ptlm_jax import train  # pylint: disable=g-import-not-at-top  (heavy: jax, flax)
   train.train_and_evaluate(config, workdir)
 
@@ -40,7 +41,6 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:  # orbax and TFDS log every file at INFO
     logging.set_verbosity(logging.WARNING)
-  cli.quiet_progress_bars()
   try:
     run(FLAGS.config, FLAGS.workdir)
   except config_lib.UserError as e:

@@ -359,6 +359,12 @@ def read_task_split(config, split: str, limit: int = 0) -> list[dict]:
                         '{"text": [...], "answer_start": [...]} (SQuAD), got ' f'{target!r}')
     else:  # text to text
       example[t.target_field] = _text(config, record, t.target_field, path, number)
+    # NER and QA encoders read fixed names (HF's): give the named fields those names too.
+    if t.name == 'ner':
+      example['tokens'] = example[inputs[0]]
+    elif t.name == 'qa':
+      example.update(question=example[inputs[0]], context=example[inputs[-1]],
+                     answers=target)
     examples.append(example)
     if limit and len(examples) == limit:
       break
