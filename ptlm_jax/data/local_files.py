@@ -43,7 +43,7 @@ import os
 import sys
 from typing import Iterator
 
-from ptlm_jax.config_lib import UserError
+from ptlm_jax.config_lib import ConfigError, UserError
 
 TEXT, JSONL, CSV, TSV = '.txt', '.jsonl', '.csv', '.tsv'
 _FORMATS = {'.txt': TEXT, '.text': TEXT, '.jsonl': JSONL, '.csv': CSV, '.tsv': TSV}
@@ -396,6 +396,9 @@ def resolve(config) -> None:
     for path in corpus_files(config, d.eval_split):
       for _ in documents(path, d.text_key):
         pass
+  if t.name and not (t.dataset or t.train_file):  # before validate trips on the -1 fields
+    raise ConfigError('task.train_file', t.train_file, 'your training file (.csv, .tsv or '
+                      '.jsonl) with --config.task.train_file=..., or task.dataset (a TFDS name)')
   if not (t.name and t.train_file):
     return
   if t.name in ('classification', 'ner'):
