@@ -300,3 +300,46 @@ def test_cli_pretrains_on_files_then_fine_tunes_on_csv_with_lora(tmp_path):
   evals = [m for m in metrics if 'eval/task_accuracy' in m]
   assert [m['step'] for m in evals] == [3, 6, 9]  # 3 epochs of 24 rows at batch 8
   assert 'eval/task_macro_f1' in evals[-1]  # three classes
+
+
+@pytest.mark.parametrize('method, model', [('prefix', {'prefix_length': 2}),
+                                           ('adapter', {'adapter_dim': 4})])
+def test_fine_tuning_on_files_with_peft_methods(method, model, tmp_path, monkeypatch):
+  """LoRA runs through the CLI above; the other methods here, in process, from scratch."""
+  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('PTLM_DATA_DIR', str(tmp_path / 'cache'))
+  files = write_corpus(tmp_path)  # the tokenizer trains on the file corpus
+  rows = [[f'{w} {w} text', w] for w in ('red', 'green', 'blue', 'grey') * 4]
+  train_file = write_table(tmp_path / 'train.csv', ['text', 'label'], rows)
+  config = task_config(train_file, train_file, 'gpt')
+  config.data.update(corpus='files', train_files=files['train'],
+                     validation_files=files['validation'], sp_vocab_size=320, seq_len=16)
+  config.model.update(vocab_size=512, d_model=32, num_heads=2, head_dim=16, d_ff=64, **model)
+  config.train.update(batch_size=8, steps=2)
+  config.peft.method = method
+  config.parallel.num_devices = 1
+  local_files.resolve(config)
+  assert config.model.num_classes == 4 and config.train.eval_every == 1
+  last = train.run(config, str(tmp_path / 'run'), train.build_components)
+  assert 0.0 <= last['eval_task_accuracy'] <= 1.0 and np.isfinite(last['eval_loss'])
+
+
+def _progress_bar_state(stderr) -> tuple[str, str]:
+  code = ('from ptlm_jax import cli; cli.quiet_progress_bars(); '
+          'from tensorflow_datasets.core.utils import tqdm_utils as t; '
+          'list(t.tqdm(range(3), desc="bar")); print(t._active)')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, stdout=subprocess.PIPE,
+                        stderr=stderr, text=True, timeout=300, check=True)
+  return proc.stdout.strip(), proc.stderr or ''
+
+
+def test_progress_bars_only_on_a_terminal():
+  active, stderr = _progress_bar_state(subprocess.PIPE)  # a log file or a pipe
+  assert active == 'False' and '\x1b' not in stderr and 'bar' not in stderr
+  import pty  # pylint: disable=g-import-not-at-top
+  leader, follower = pty.openpty()
+  try:
+    assert _progress_bar_state(follower)[0] == 'True'  # a terminal keeps them
+  finally:
+    os.close(leader)
+    os.close(follower)
