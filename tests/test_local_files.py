@@ -227,6 +227,18 @@ def test_pipeline_on_files_counts_documents_and_resumes_exactly(tmp_path, monkey
   resumed.close()
 
 
+def test_data_prepare_on_files(tmp_path, monkeypatch):
+  from ptlm_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('PTLM_DATA_DIR', str(tmp_path / 'cache'))
+  files = write_corpus(tmp_path)
+  config = corpus_config(files, sp_vocab_size=320, seq_len=32)
+  config.model.vocab_size = 512
+  stats = prepare.prepare(config, str(tmp_path / 'stats'))
+  assert len(stats['files']['train']) == 3
+  assert stats['passes']['train']['documents'] == 90
+  assert stats['passes']['validation']['documents'] == 12
+
+
 # ---------------------------------------------------------------------------
 # The real CLI.
 

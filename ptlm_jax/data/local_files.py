@@ -4,7 +4,7 @@ Pretraining (`config.data.corpus = 'files'`): `data.train_files` / `data.validat
 are comma-separated glob patterns (`'books/*.txt,web/*.jsonl.gz'`), read in sorted order.
 What a document is depends on the extension (each may end in `.gz`):
 
-  .txt, .text   BERT's pretraining format: documents are separated by blank lines; the
+  .txt, .md     BERT's pretraining format: documents are separated by blank lines; the
                 lines of one document are joined with '\n'.  A file without blank lines
                 is one document.
   .jsonl        one JSON object per line; the document is its `data.text_key` field.
@@ -46,7 +46,7 @@ from typing import Iterator
 from ptlm_jax.config_lib import ConfigError, UserError
 
 TEXT, JSONL, CSV, TSV = '.txt', '.jsonl', '.csv', '.tsv'
-_FORMATS = {'.txt': TEXT, '.text': TEXT, '.jsonl': JSONL, '.csv': CSV, '.tsv': TSV}
+_FORMATS = {'.txt': TEXT, '.text': TEXT, '.md': TEXT, '.jsonl': JSONL, '.csv': CSV, '.tsv': TSV}
 _FORMAT_VERSION = 1  # bump when what a file yields changes (token caches are keyed by it)
 EPOCHS = 3  # the handout's recipe, for a train.steps left at -1
 

@@ -80,11 +80,18 @@ def prepare(config, workdir: str) -> dict:
 
   _say(f'[1/4] corpus {d.corpus}: fetching and preparing (first run only)')
   start = time.time()
-  builder = sources.get_builder(sources.tfds_name(d.corpus), data_dir=d.data_dir,
-                                download=d.download, network_probe=d.network_probe)
-  stats['splits'] = {s: info.num_examples for s, info in builder.info.splits.items()}
-  _say(f'      {builder.info.full_name} in {builder.data_dir} ({time.time() - start:.1f} s): '
-       + ', '.join(f'{s} {n:,}' for s, n in stats['splits'].items()) + ' documents')
+  if d.corpus == 'files':  # your own files: nothing to prepare; counted by the passes below
+    from ptlm_jax.data import local_files  # pylint: disable=g-import-not-at-top
+    local_files.resolve(config)
+    stats['files'] = {s: local_files.corpus_files(config, s) for s in (d.train_split,
+                                                                       d.eval_split)}
+    _say('      ' + ', '.join(f'{s}: {len(f)} files' for s, f in stats['files'].items()))
+  else:
+    builder = sources.get_builder(sources.tfds_name(d.corpus), data_dir=d.data_dir,
+                                  download=d.download, network_probe=d.network_probe)
+    stats['splits'] = {s: info.num_examples for s, info in builder.info.splits.items()}
+    _say(f'      {builder.info.full_name} in {builder.data_dir} ({time.time() - start:.1f} s): '
+         + ', '.join(f'{s} {n:,}' for s, n in stats['splits'].items()) + ' documents')
 
   _say(f'[2/4] tokenizer: {d.sp_model_type}, {d.sp_vocab_size} pieces')
   start = time.time()
