@@ -355,3 +355,88 @@ def test_progress_bars_only_on_a_terminal():
   finally:
     os.close(leader)
     os.close(follower)
+
+
+def _jsonl(path, rows):
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows), encoding='utf-8')
+  return str(path)
+
+
+def _generic(config_file, arg, train_file, validation_file, **task):
+  namespace = {}
+  with open(os.path.join(ROOT, 'configs', 'finetune', f'{config_file}.py'),
+            encoding='utf-8') as f:
+    exec(compile(f.read(), config_file, 'exec'), namespace)  # pylint: disable=exec-used
+  c = namespace['get_config'](arg)
+  c.task.update(train_file=str(train_file), validation_file=str(validation_file), **task)
+  return c
+
+
+def _ner_qa_t2t_files(tmp_path):
+  ner = _jsonl(tmp_path / 'ner.jsonl', [
+      {'words': ['Ann', 'met', 'Bo', 'Li'], 'labels': ['B-PER', 'O', 'B-PER', 'I-PER']},
+      {'words': ['in', 'Rome'], 'labels': ['O', 'B-LOC']}] * 8)
+  context = 'Ann lives in Rome. Bo lives in Oslo.'
+  qa = _jsonl(tmp_path / 'qa.jsonl', [
+      {'q': 'Where does Ann live?', 'c': context,
+       'a': {'text': ['Rome'], 'answer_start': [13]}},
+      {'q': 'Who lives in Oslo?', 'c': context, 'a': {'text': ['Bo'], 'answer_start': [19]}},
+      {'q': 'Who is the king?', 'c': context, 'a': {'text': [], 'answer_start': []}}] * 6)
+  t2t = write_table(tmp_path / 't2t.tsv', ['source', 'target'],
+                    [[f'say {w} twice', f'{w} {w}'] for w in ('red', 'blue') * 8], '\t')
+  return dict(
+      ner=('token_classification', 'bert', ner, dict(input_fields='words',
+                                                     target_field='labels')),
+      qa=('question_answering', 'bert', qa, dict(input_fields='q,c', target_field='a')),
+      t2t=('text_to_text', 't5', t2t, {}))
+
+
+def test_ner_qa_and_text_to_text_rows(tmp_path):
+  files = _ner_qa_t2t_files(tmp_path)
+  config_file, arg, path, task = files['ner']
+  config = _generic(config_file, arg, path, path, **task)
+  assert local_files.label_names(config) == ['B-LOC', 'B-PER', 'I-PER', 'O']
+  rows = local_files.read_task_split(config, 'train')
+  assert len(rows) == 16 and rows[0]['tokens'] == ['Ann', 'met', 'Bo', 'Li']
+  assert rows[0]['labels'] == [1, 3, 1, 2] and rows[1]['labels'] == [3, 0]
+  local_files.resolve(config)
+  assert config.model.num_classes == 4
+
+  config_file, arg, path, task = files['qa']
+  rows = local_files.read_task_split(_generic(config_file, arg, path, path, **task), 'train')
+  assert rows[1]['question'] == 'Who lives in Oslo?' and rows[1]['answers']['text'] == ['Bo']
+  assert rows[1]['context'][19:21] == 'Bo' and len(rows) == 18
+
+  config_file, arg, path, task = files['t2t']
+  rows = local_files.read_task_split(_generic(config_file, arg, path, path, **task), 'train')
+  assert rows[0] == {'source': 'say red twice', 'target': 'red red'}
+
+  bad = _jsonl(tmp_path / 'bad_ner.jsonl', [{'words': ['a', 'b'], 'labels': ['O']}])
+  config_file, arg, _, task = files['ner']
+  with pytest.raises(UserError, match=r'bad_ner.jsonl, line 1: expected one tag per word'):
+    local_files.read_task_split(_generic(config_file, arg, bad, bad, **task), 'train')
+  csv_ner = write_table(tmp_path / 'ner.csv', ['words', 'labels'], [['a', 'O']])
+  with pytest.raises(UserError, match=r'ner.csv.*expected .jsonl'):
+    local_files.read_task_split(_generic(config_file, arg, csv_ner, csv_ner, **task), 'train')
+
+
+@pytest.mark.parametrize('kind', ['ner', 'qa', 't2t'])
+def test_ner_qa_and_text_to_text_runs_on_files(kind, tmp_path, monkeypatch):
+  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('PTLM_DATA_DIR', str(tmp_path / 'cache'))
+  corpus = write_corpus(tmp_path)
+  config_file, arg, path, task = _ner_qa_t2t_files(tmp_path)[kind]
+  config = _generic(config_file, arg, path, path, **task)
+  config.data.update(corpus='files', train_files=corpus['train'],
+                     validation_files=corpus['validation'], sp_vocab_size=320, seq_len=48)
+  config.model.update(vocab_size=512, d_model=32, num_heads=2, head_dim=16, d_ff=64,
+                      num_layers=1, num_decoder_layers=1)
+  config.task.update(doc_stride=16, max_query_length=16, target_length=8)
+  config.train.update(batch_size=8, steps=2)
+  config.parallel.num_devices = 1
+  local_files.resolve(config)
+  config_lib.validate(config)
+  last = train.run(config, str(tmp_path / 'run'), train.build_components)
+  metric = {'ner': 'eval_task_entity_f1', 'qa': 'eval_task_exact_match',
+            't2t': 'eval_task_rouge1'}[kind]
+  assert np.isfinite(last['eval_loss']) and last[metric] >= 0.0

@@ -319,7 +319,7 @@ def _label_id(config, ids: dict, label, path: str, number: int) -> int:
 
 def _text(config, record: dict, field: str, path: str, number: int):
   value = record[field]
-  if config.task.name == 'ner' and field == 'tokens':
+  if config.task.name == 'ner':  # its one input field is the list of words
     ok = isinstance(value, list) and value and all(isinstance(w, str) for w in value)
     what = 'a non-empty list of words'
   else:

@@ -21,7 +21,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
-from ptlm_jax import config_lib
+from ptlm_jax import cli, config_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -134,4 +134,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
