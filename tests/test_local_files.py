@@ -111,6 +111,9 @@ def test_csv_tsv_jsonl_rows_and_sorted_label_maps(tmp_path):
   assert [(r['review'], r['stars']) for r in rows] == [
       ('good, "very" good', 2), ('bad', 0), ('meh', 1), ('fine\nover two lines', 2)]
   assert [r['stars'] for r in local_files.read_task_split(config, 'validation')] == [2, 0]
+  config.task.test_file = write_table(tmp_path / 'test.csv', ['review', 'stars'], [['ok', 'neu']])
+  config.data.eval_split = 'test'  # evaluates the test file
+  assert [r['stars'] for r in local_files.read_task_split(config, config.data.eval_split)] == [1]
   config.task.label_names = 'pos,neg,neu'  # the user's order
   assert [r['stars'] for r in local_files.read_task_split(config, 'train')] == [0, 1, 2, 0]
 
@@ -255,6 +258,9 @@ _TINY = ['--config.model.d_model=32', '--config.model.num_heads=2', '--config.mo
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
   ok = write_table(tmp_path / 'ok.csv', ['text', 'label'], [['a b', 'x'], ['c d', 'y']])
   unseen = write_table(tmp_path / 'unseen.csv', ['text', 'label'], [['a', 'x'], ['b', 'z']])
+  (tmp_path / 'bad').mkdir()
+  latin1 = tmp_path / 'bad' / 'latin1.txt'
+  latin1.write_bytes('first document\n\ncaf\xe9\n'.encode('latin-1'))
   gpt = ['--config=configs/gpt.py:tiny', f'--workdir={tmp_path}/run']
   tc = ['--config=configs/finetune/text_classification.py:bert', f'--workdir={tmp_path}/ft']
   cases = [
@@ -274,6 +280,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
        "unseen.csv, line 3: label 'z' does not occur in the training file"),
       (tc + [f'--config.task.train_file={tmp_path}/no.csv',
              f'--config.task.validation_file={ok}'], 'no such file'),
+      # Found while the tokenizer trains on the train files: after jax starts, before compiling.
+      (gpt + ['--config.data.corpus=files', f'--config.data.train_files={latin1}',
+              f'--config.data.validation_files={ok}'], 'latin1.txt, line 3: not UTF-8'),
   ]
   for flags, expected in cases:
     proc = _cli(*flags, cache=tmp_path / 'cache')

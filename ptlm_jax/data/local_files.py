@@ -242,7 +242,8 @@ def fingerprint(config, split: str, shard: tuple[int, int] = (0, 1)) -> str:
 def task_file(config, split: str) -> str:
   """The task file for a split name: train / validation / test (or data.*_split)."""
   t, d = config.task, config.data
-  name = {d.train_split: 'train', d.eval_split: 'validation'}.get(split, split)
+  name = split if split in ('train', 'validation', 'test') else {
+      d.train_split: 'train', d.eval_split: 'validation'}.get(split, split)
   if name not in ('train', 'validation', 'test'):
     raise UserError(f'task files have the splits train, validation and test, not {split!r}')
   path = t[f'{name}_file']
