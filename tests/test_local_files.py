@@ -83,7 +83,7 @@ def test_plain_text_documents_are_separated_by_blank_lines(tmp_path):
       (1, 'one\nstill one'), (6, 'two'), (8, 'three')]
 
 
-def test_corpus_texts_in_file_order_and_disjoint_shards(tmp_path):
+def test_corpus_texts_in_file_order_and_disjoint_shards(tmp_path, monkeypatch):
   files = write_corpus(tmp_path)
   config = corpus_config(files)
   assert list(local_files.corpus_texts(config, 'train')) == files['docs']
@@ -97,6 +97,10 @@ def test_corpus_texts_in_file_order_and_disjoint_shards(tmp_path):
   with open(tmp_path / 'train' / 'part1.txt', 'a', encoding='utf-8') as f:
     f.write('\nanother document\n')
   assert local_files.fingerprint(config, 'train') != fp  # a changed file: a new cache key
+  monkeypatch.chdir(tmp_path)
+  config.data.train_files = 'train/*.txt'
+  local_files.resolve(config)  # relative globs become absolute: the saved config travels
+  assert config.data.train_files == str(tmp_path / 'train' / '*.txt')
 
 
 def test_csv_tsv_jsonl_rows_and_sorted_label_maps(tmp_path):

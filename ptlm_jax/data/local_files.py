@@ -391,6 +391,12 @@ def resolve(config) -> None:
   file (the rest is read, and checked, when it is tokenised, also before compiling).
   """
   d, t = config.data, config.task
+  if d.corpus == 'files':
+    # Absolute globs: the saved config (and its tokenizer's cache key) then finds the
+    # files from any directory, e.g. when a fine-tuning run names this one as init.source.
+    for field in ('train_files', 'validation_files'):
+      d[field] = ','.join(os.path.abspath(os.path.expanduser(p.strip()))
+                          for p in d[field].split(',') if p.strip())
   if d.corpus == 'files' and not t.name:
     for path in corpus_files(config, d.train_split):
       next(documents(path, d.text_key))
@@ -402,6 +408,9 @@ def resolve(config) -> None:
                       '.jsonl) with --config.task.train_file=..., or task.dataset (a TFDS name)')
   if not (t.name and t.train_file):
     return
+  for field in ('train_file', 'validation_file', 'test_file'):
+    if t[field]:
+      t[field] = os.path.abspath(os.path.expanduser(t[field]))
   if t.name in ('classification', 'ner'):
     names = label_names(config)
     if t.name == 'classification' and len(names) < 2:

@@ -80,7 +80,7 @@ def read_examples(config, split: str, limit: int = 0) -> list[dict]:
 
   With `task.train_file` the split comes from that file (or validation_file, test_file).
   """
-  if config.task.train_file:
+  if config.task.get('train_file'):  # absent in hand-made and older configs
     return local_files.read_task_split(config, split, limit)
   builder = builder_for(config)
   try:
@@ -103,7 +103,7 @@ def read_examples(config, split: str, limit: int = 0) -> list[dict]:
 
 def label_names(config) -> list[str]:
   """Class names of the label field (classification) or of the tag sequence (NER)."""
-  if config.task.train_file:
+  if config.task.get('train_file'):  # absent in hand-made and older configs
     return local_files.label_names(config)
   feature = builder_for(config).info.features[config.task.target_field]
   feature = getattr(feature, 'feature', feature)  # Sequence(ClassLabel) for tags
