@@ -234,6 +234,31 @@ def test_pipeline_on_files_counts_documents_and_resumes_exactly(tmp_path, monkey
   resumed.close()
 
 
+def _train_losses(workdir) -> dict:
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    lines = [json.loads(line) for line in f]
+  return {m['step']: m['train/loss'] for m in lines if 'train/loss' in m}
+
+
+def test_training_on_files_resumes_exactly(tmp_path, monkeypatch):
+  """4 steps in one go == 2 steps, then the same run continued to 4 (the data cursor too)."""
+  from ptlm_jax import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('PTLM_DATA_DIR', str(tmp_path / 'cache'))
+  config = corpus_config(write_corpus(tmp_path), sp_vocab_size=320, seq_len=32)
+  config.model.update(vocab_size=512, d_model=32, num_heads=2, head_dim=16, d_ff=64)
+  config.train.update(batch_size=4, steps=4, log_every=1, checkpoint_every=2, eval_steps=0,
+                      eval_every=100)
+  config.parallel.num_devices = 1
+  local_files.resolve(config)
+  train.run(config, str(tmp_path / 'whole'), train.build_components)
+  config.train.steps = 2
+  train.run(config, str(tmp_path / 'split'), train.build_components)
+  config.train.steps = 4
+  train.run(config, str(tmp_path / 'split'), train.build_components)
+  whole, split = _train_losses(tmp_path / 'whole'), _train_losses(tmp_path / 'split')
+  assert sorted(whole) == [1, 2, 3, 4] and whole == split
+
+
 def test_data_prepare_on_files(tmp_path, monkeypatch):
   from ptlm_jax.data import prepare  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv('PTLM_DATA_DIR', str(tmp_path / 'cache'))
