@@ -289,7 +289,11 @@ def label_names(config) -> list[str]:
   """Class (classification) or tag (NER) names: task.label_names, or sorted from training."""
   t = config.task
   if t.label_names:
-    return [n.strip() for n in t.label_names.split(',')]
+    names = [n.strip() for n in t.label_names.split(',')]
+    if '' in names or len(set(names)) < len(names):
+      raise ConfigError('task.label_names', t.label_names, 'distinct, non-empty '
+                        'comma-separated names, in id order')
+    return names
   path = task_file(config, 'train')
   stat = os.stat(path)
   key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, t.name, t.target_field)
@@ -372,16 +376,8 @@ def read_task_split(config, split: str, limit: int = 0) -> list[dict]:
   return examples
 
 
-def count_rows(path: str, fields: list[str]) -> int:
-  return sum(1 for _ in records(path, fields))
-
-
 # ---------------------------------------------------------------------------
 # Before anything compiles.
-
-def uses_files(config) -> bool:
-  return config.data.corpus == 'files' or bool(config.task.name and config.task.train_file)
-
 
 def resolve(config) -> None:
   """Checks the local files `config` names and fills in what they decide (module doc).
