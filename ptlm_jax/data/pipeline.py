@@ -37,6 +37,7 @@ Shapes in names: B rows per batch on this process, L row length.
 """
 from __future__ import annotations
 
+import array
 import os
 import pathlib
 import queue
@@ -95,7 +96,7 @@ def tokenized_split(config, tokenizer, split: str,
     start = time.time()
     tmp = folder.with_name(f'.{folder.name}.{os.getpid()}')
     tmp.mkdir(parents=True, exist_ok=True)
-    lengths, batch = [], []
+    lengths, batch = array.array('q'), []  # 8 bytes a document, not a Python int
     # Ids go to disk as they are made, so a corpus larger than memory can be tokenised.
     raw = open(tmp / 'ids.raw', 'wb')  # pylint: disable=consider-using-with
 
@@ -116,7 +117,7 @@ def tokenized_split(config, tokenizer, split: str,
     except BaseException:  # e.g. a bad line in a local file: leave no half-written cache
       shutil.rmtree(tmp, ignore_errors=True)
       raise
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64))])
     _raw_to_npy(tmp / 'ids.raw', tmp / 'ids.npy', int(offsets[-1]))
     np.save(tmp / 'offsets.npy', offsets)
     try:
