@@ -61,6 +61,11 @@ def load_config_file(spec: str):
   try:
     return module.get_config(arg) if arg else module.get_config()
   except UserError as e:
+    if getattr(e, 'field', '') == 'variant':  # the published sizes are variants too
+      from ptlm_jax import config_lib  # pylint: disable=g-import-not-at-top
+      known = list(config_lib.VARIANTS) + list(getattr(module, 'REFERENCE', {}))
+      raise UserError(f'--config={spec}: no variant {arg!r} in {path}: expected one of '
+                      f'{", ".join(known)}') from e
     raise UserError(f'--config={spec}: {e}') from e
 
 
