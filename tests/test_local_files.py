@@ -219,6 +219,9 @@ def test_pipeline_on_files_counts_documents_and_resumes_exactly(tmp_path, monkey
   assert data.num_documents == 90
   assert data.num_tokens == sum(len(tok.encode(d)) + 1 for d in files['docs'])
   assert pipeline.tokenized_split(config, tok, 'validation').num_documents == 12
+  halves = [pipeline.tokenized_split(config, tok, 'train', (p, 2)) for p in range(2)]
+  assert [h.num_documents for h in halves] == [45, 45]  # per-process shards
+  assert sum(h.num_tokens for h in halves) == data.num_tokens
 
   it = pipeline.make_pretrain_iterator(config, tok, process_index=0, process_count=1)
   for _ in range(5):
