@@ -93,11 +93,13 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
 
   # --- data ----------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
-  d.corpus = 'news'                      # news | shakespeare | tfds:<name>[/<config>]
+  d.corpus = 'news'                      # news | shakespeare | tfds:<name>[/<config>] | files (below)
+  d.train_files = ''                     # corpus files: comma-separated globs of .txt/.jsonl/.csv/.tsv[.gz] (data/local_files.py)
+  d.validation_files = ''                # corpus files: the evaluation split, as train_files
   d.data_dir = ''                        # TFDS data dir ('' = $PTLM_DATA_DIR or ~/.cache/ptlm_jax)
   d.download = False                     # allow TFDS catalog downloads (offline corpora never need it)
   d.network_probe = 'storage.googleapis.com:443'  # host:port tried (3 s timeout) before a TFDS download
-  d.text_key = 'text'                    # feature holding the text in catalog datasets
+  d.text_key = 'text'                    # feature holding the text in catalog datasets (files: the JSONL field / CSV column)
   d.train_split = 'train'
   d.eval_split = 'validation'
   d.sp_vocab_size = size['sp_vocab']     # SentencePiece pieces (without sentinels)
@@ -179,7 +181,11 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   # --- task (fine-tuning; configs/finetune/*.py set it) ---------------------
   c.task = k = ml_collections.ConfigDict()
   k.name = ''                            # '' | classification | ner | qa | summarization | translation
-  k.dataset = ''                         # TFDS name: rotten_tomatoes, squad, conll2003, ...
+  k.dataset = ''                         # TFDS name: rotten_tomatoes, squad, conll2003, ... ('' with train_file)
+  k.train_file = ''                      # your own data instead of a dataset: a .csv / .tsv / .jsonl file (data/local_files.py)
+  k.validation_file = ''                 # with train_file: the validation rows (data.eval_split)
+  k.test_file = ''                       # with train_file: optional test rows (evaluated with --config.data.eval_split=test)
+  k.label_names = ''                     # comma-separated classes / tags in id order ('' = the train file's, sorted)
   k.format = 'head'                      # head (task head on the backbone) | text (T5 text-to-text, GPT continuation)
   k.input_fields = 'text'                # comma-separated input features; two make a pair ('question,context')
   k.target_field = 'label'               # label / tag sequence / answers / target text feature
@@ -296,7 +302,13 @@ def validate_task(config: ml_collections.ConfigDict) -> None:
          "'head' for BERT (an encoder has no text output; use GPT or T5)")
   head = TASK_HEADS[(k.name, k.format)]
   _check(m.head == head, 'model.head', m.head, f'{head!r} for task {k.name} in {k.format} format')
-  _check(bool(k.dataset), 'task.dataset', k.dataset, 'a TFDS dataset name')
+  _check(bool(k.dataset or k.train_file), 'task.train_file', k.train_file,
+         'your training file (.csv, .tsv or .jsonl), or task.dataset (a TFDS name)')
+  _check(not (k.dataset and k.train_file), 'task.train_file', k.train_file,
+         f"'' with task.dataset={k.dataset!r} set (one source of data)")
+  if k.train_file:
+    _check(bool(k.validation_file), 'task.validation_file', k.validation_file,
+           'a .csv / .tsv / .jsonl file with task.train_file')
   _check(bool(k.input_fields.strip(',')) and len(k.input_fields.split(',')) <= 2,
          'task.input_fields', k.input_fields, 'one feature name, or two for a pair')
   _check(bool(k.target_field), 'task.target_field', k.target_field, 'a feature name')
@@ -364,8 +376,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check(d.seq_len <= m.max_len, 'data.seq_len', d.seq_len,
            f'<= model.max_len ({m.max_len}), the position table size')
   _one_of(config, 'data.pack_mode', ('pack', 'chunk'))
-  _check(d.corpus in ('news', 'shakespeare') or str(d.corpus).startswith('tfds:'),
-         'data.corpus', d.corpus, "'news', 'shakespeare' or 'tfds:<name>[/<config>]'")
+  _check(d.corpus in ('news', 'shakespeare', 'files') or str(d.corpus).startswith('tfds:'),
+         'data.corpus', d.corpus, "'news', 'shakespeare', 'files' or 'tfds:<name>[/<config>]'")
+  if d.corpus == 'files':
+    for field in ('data.train_files', 'data.validation_files'):
+      _check(bool(str(_get(config, field)).strip(', ')), field, _get(config, field),
+             "glob patterns of your files with data.corpus='files', e.g. 'data/*.txt'")
   _positive(config, 'data.prefetch', strict=False)
   _one_of(config, 'data.sp_model_type', ('unigram', 'bpe'))
   _positive(config, 'data.sp_train_chars')

@@ -20,6 +20,12 @@ class ConfigError(UserError, ValueError):
     super().__init__(f'config.{field}={value!r} is invalid: expected {allowed}')
 
 
+def fail(message: str) -> None:
+  """Prints `error: message` as one line on stderr and exits with status 2."""
+  print('error: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
 def one_line_errors(run: Callable[[], None], quiet: str = 'warning') -> Callable[[list[str]], None]:
   """The absl `main(argv)` of an entry point: runs `run()` and shows a UserError as one line.
 
@@ -35,6 +41,5 @@ def one_line_errors(run: Callable[[], None], quiet: str = 'warning') -> Callable
     try:
       run()
     except UserError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
+      fail(str(e))
   return main

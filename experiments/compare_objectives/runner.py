@@ -4,7 +4,7 @@
 
 Per seed and family: pretrain (`<workdir>/seed<k>/<family>-pretrain`), then fine-tune on
 rotten_tomatoes from that run (`.../<family>-finetune-pretrained`) and from random
-weights (`.../<family>-finetune-scratch`).  Every run goes through `train.run` in this
+weights (`.../<family>-finetune-scratch`).  Every run goes through `ptlm_jax.main.run` in this
 process.  The two fine-tunes of a family trace the same train and eval steps, which
 XLA compiles once: a persistent compilation cache in `<workdir>/.jax_cache` hands the
 second run the first one's executables (and a rerun all of them).  Results are read
@@ -71,11 +71,11 @@ def enable_compilation_cache(directory: str) -> None:
 
 
 def _timed_run(config, workdir: str) -> float:
-  """train.run, timed; a finished run (rerun of the job) keeps its first wall time."""
-  from ptlm_jax.training import train  # pylint: disable=g-import-not-at-top
+  """ptlm_jax.main.run, timed; a finished run (rerun of the job) keeps its first wall time."""
+  from ptlm_jax import main  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, WALL_TIME_FILE)
   started = time.perf_counter()
-  train.run(config, workdir)
+  main.run(config, workdir)
   seconds = time.perf_counter() - started
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
@@ -155,7 +155,8 @@ def ensure_pretrained(settings: plan.Settings, families, directory: str,
   the handout and the fine-tuning table can reuse the default job's models or make
   the same ones.
   """
-  from ptlm_jax.training import checkpoint, train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax import main  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   out, runs = {}, None
   for family in families:
     workdir = os.path.abspath(os.path.join(directory, f'{family}-pretrain'))
@@ -166,5 +167,5 @@ def ensure_pretrained(settings: plan.Settings, families, directory: str,
       continue
     runs = runs or {r.family: r for r in plan.pretraining_runs(settings, seed=0)}
     log(f'[pretrained] {family}: training {runs[family].config.train.steps} steps -> {workdir}')
-    train.run(runs[family].config, workdir)
+    main.run(runs[family].config, workdir)
   return out

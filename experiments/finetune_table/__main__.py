@@ -35,7 +35,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  from ptlm_jax.training import train  # pylint: disable=g-import-not-at-top
+  from ptlm_jax import main  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(FLAGS.workdir)
   os.makedirs(workdir, exist_ok=True)
   runner.enable_compilation_cache(os.path.join(workdir, '.jax_cache'))
@@ -55,7 +55,7 @@ def main(argv):
         print(f'[table {i + 1}/{len(grid)}] {task} {family} {method} -> {run_dir}', flush=True)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # one line per run is enough here
-          train.run(config, run_dir)
+          main.run(config, run_dir)
         cell = write_cell(run_dir, task, family, method, FLAGS.steps,
                           time.perf_counter() - started)
         print(f'[table]   {cell["metric"]} {cell["value"]:.4f}, trainable '

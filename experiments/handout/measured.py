@@ -141,7 +141,8 @@ def finetuning_questions(bert_dir: str, workdir: str, quick: bool,
   """One rotten_tomatoes fine-tune per question; accuracy and MLM loss before/after."""
   # pylint: disable=g-import-not-at-top
   import json
-  from ptlm_jax.training import checkpoint, train
+  from ptlm_jax import main
+  from ptlm_jax.training import checkpoint
   settings = quick_settings() if quick else plan.Settings()
   pre_config, pre_params = checkpoint.load_workdir_params(bert_dir)
   before = pretraining_loss(pre_config, pre_params)
@@ -152,7 +153,7 @@ def finetuning_questions(bert_dir: str, workdir: str, quick: bool,
     config.peft.update(freeze)
     target = os.path.join(workdir, f'finetune-{i}')
     log(f'[handout] fine-tuning question {i + 1}/{len(QUESTIONS)}: {name} -> {target}')
-    last = train.run(config, target)
+    last = main.run(config, target)
     from experiments import collect
     scalars = collect.read_scalars(target)
     with open(os.path.join(target, 'params_report.json'), encoding='utf-8') as f:

@@ -37,6 +37,7 @@ Shapes in names: B rows per batch on this process, L row length.
 """
 from __future__ import annotations
 
+import array
 import os
 import pathlib
 import queue
@@ -78,38 +79,53 @@ def _cache_dir(config, tokenizer, split: str, shard: tuple[int, int]) -> pathlib
   return downloads.cache_dir() / 'token_ids' / f'{slug}-{data_fp}-{tokenizer.fingerprint}'
 
 
+def _raw_to_npy(raw: pathlib.Path, npy: pathlib.Path, count: int) -> None:
+  """Writes the `count` int32 values of `raw` as a .npy file, streamed; deletes `raw`."""
+  with open(npy, 'wb') as out, open(raw, 'rb') as src:
+    np.lib.format.write_array_header_1_0(
+        out, {'descr': '<i4', 'fortran_order': False, 'shape': (count,)})
+    shutil.copyfileobj(src, out, 1 << 24)
+  raw.unlink()
+
+
 def tokenized_split(config, tokenizer, split: str,
                     shard: tuple[int, int] = (0, 1)) -> TokenizedSplit:
   """Part `shard=(index, count)` of a split of config.data.corpus as token ids, cached."""
   folder = _cache_dir(config, tokenizer, split, shard)
   if not (folder / 'offsets.npy').exists():
     start = time.time()
-    chunks, lengths, batch = [], [], []
+    tmp = folder.with_name(f'.{folder.name}.{os.getpid()}')
+    tmp.mkdir(parents=True, exist_ok=True)
+    lengths, batch = array.array('q'), []  # 8 bytes a document, not a Python int
+    # Ids go to disk as they are made, so a corpus larger than memory can be tokenised.
+    raw = open(tmp / 'ids.raw', 'wb')  # pylint: disable=consider-using-with
 
     def flush():
       for ids in tokenizer.encode_batch(batch):
         if ids:  # an empty document would be a lone EOS
-          chunks.append(np.asarray(ids + [vocab.EOS_ID], np.int32))
+          raw.write(np.asarray(ids + [vocab.EOS_ID], '<i4').tobytes())
           lengths.append(len(ids) + 1)
       batch.clear()
 
-    for text in sources.texts(config, split, shard):
-      batch.append(text)
-      if len(batch) == _ENCODE_BATCH:
+    try:
+      with raw:
+        for text in sources.texts(config, split, shard):
+          batch.append(text)
+          if len(batch) == _ENCODE_BATCH:
+            flush()
         flush()
-    flush()
-    ids = np.concatenate(chunks) if chunks else np.zeros([0], np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    tmp = folder.with_name(f'.{folder.name}.{os.getpid()}')
-    tmp.mkdir(parents=True, exist_ok=True)
-    np.save(tmp / 'ids.npy', ids)
+    except BaseException:  # e.g. a bad line in a local file: leave no half-written cache
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64))])
+    _raw_to_npy(tmp / 'ids.raw', tmp / 'ids.npy', int(offsets[-1]))
     np.save(tmp / 'offsets.npy', offsets)
     try:
       os.replace(tmp, folder)  # atomic; a concurrent writer may have won: keep theirs
     except OSError:
       shutil.rmtree(tmp, ignore_errors=True)
     logging.info('tokenised %s/%s: %d documents, %d tokens in %.1f s -> %s',
-                 config.data.corpus, split, len(lengths), len(ids), time.time() - start,
+                 config.data.corpus, split, len(lengths), offsets[-1], time.time() - start,
                  folder)
   ids_path = folder / 'ids.npy'
   mmap = 'r' if ids_path.stat().st_size > _MMAP_BYTES else None

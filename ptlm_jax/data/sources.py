@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ptlm_jax.data import corpora
+from ptlm_jax.data import corpora, local_files
 from ptlm_jax.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
@@ -109,8 +109,12 @@ def _builder_for(config):
 def texts(config, split: str, shard: tuple[int, int] = (0, 1)) -> Iterator[str]:
   """The documents of a split of config.data.corpus as str, in the dataset's fixed order.
 
-  `shard=(index, count)` reads only part `index` of `count` even, contiguous parts.
+  `shard=(index, count)` reads only part `index` of `count` even, contiguous parts
+  (corpus 'files': every count-th document, see local_files.py).
   """
+  if config.data.corpus == 'files':
+    yield from local_files.corpus_texts(config, split, shard)
+    return
   builder = _builder_for(config)
   key = config.data.text_key
   if key not in builder.info.features.keys():
@@ -126,8 +130,11 @@ def fingerprint(config, split: str, shard: tuple[int, int] = (0, 1)) -> str:
 
   `split` may be a TFDS slice ('train[:10%]'): a way to use part of a huge corpus.
   Tokenizer and token-id caches are keyed by it.  The offline corpora are pinned by
-  their archive's sha256 and the builder version; catalog datasets by their version.
+  their archive's sha256 and the builder version; catalog datasets by their version;
+  corpus 'files' by the files' paths, sizes and modification times.
   """
+  if config.data.corpus == 'files':
+    return local_files.fingerprint(config, split, shard)
   info = _builder_for(config).info
   s = _split_info(info, _shard_of(split, shard))
   key = [info.full_name, split, list(shard), s.num_examples, list(s.shard_lengths),

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ptlm_jax.data import sources, vocab
+from ptlm_jax.data import local_files, sources, vocab
 from ptlm_jax.errors import ConfigError, UserError
 from ptlm_jax.finetune import corpora as task_corpora, qa as task_qa
 from ptlm_jax.finetune.features import TaskData, layout, pad_rows, row_features, word_pieces
@@ -67,7 +67,12 @@ def builder_for(config):
 
 
 def read_examples(config, split: str, limit: int = 0) -> list[dict]:
-  """A split (TFDS slicing allowed: 'train[:2000]') as plain dicts, text as str."""
+  """A split (TFDS slicing allowed: 'train[:2000]') as plain dicts, text as str.
+
+  With `task.train_file` the split comes from that file (or validation_file, test_file).
+  """
+  if config.task.get('train_file'):  # absent in hand-made and older configs
+    return local_files.read_task_split(config, split, limit)
   builder = builder_for(config)
   try:
     # No auto-cache: with `limit` the pass stops early, which TFDS' cache warns about.
@@ -89,6 +94,8 @@ def read_examples(config, split: str, limit: int = 0) -> list[dict]:
 
 def label_names(config) -> list[str]:
   """Class names of the label field (classification) or of the tag sequence (NER)."""
+  if config.task.get('train_file'):  # absent in hand-made and older configs
+    return local_files.label_names(config)
   feature = builder_for(config).info.features[config.task.target_field]
   feature = getattr(feature, 'feature', feature)  # Sequence(ClassLabel) for tags
   names = getattr(feature, 'names', None)

@@ -39,7 +39,7 @@ def check_labels(config) -> None:
   names = tasks.label_names(config)
   if config.model.num_classes != len(names):
     raise errors.ConfigError('model.num_classes', config.model.num_classes,
-                                 f'{len(names)}: the classes of {t.dataset} '
+                                 f'{len(names)}: the classes of {t.dataset or t.train_file} '
                                  f'{t.target_field} ({", ".join(names)})')
 
 
@@ -55,7 +55,7 @@ def build_components(config) -> train.Components:
   train_data = tasks.encode(config, tokenizer, tasks.read_examples(config, d.train_split))
   eval_data = tasks.encode(config, tokenizer,
                            tasks.read_examples(config, d.eval_split, limit=t.eval_examples))
-  logging.info('%s: %d train rows, %d validation rows (%d examples)', t.dataset,
+  logging.info('%s: %d train rows, %d validation rows (%d examples)', t.dataset or t.train_file,
                len(train_data.features['tokens']), len(eval_data.features['tokens']),
                len(eval_data.examples))
   objective, loss = task_objectives.get_task_objective(config)

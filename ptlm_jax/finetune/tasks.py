@@ -87,3 +87,16 @@ def finish(c: ml_collections.ConfigDict, arg: str, *, train_examples: int, epoch
   t.log_every = max(1, min(50, t.steps // 10))
   t.keep_best_by = 'loss'
   return c
+
+
+def from_files(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """The generic configs (your own files): no dataset; steps from the train file's rows.
+
+  -1 = decided by `data/local_files.resolve` once the files are known: 3 epochs,
+  evaluated and saved once per epoch, warmup over the first 10% (as `finish`).
+  """
+  c.task.dataset = ''
+  if 'quick' not in parse_arg(arg)[2]:
+    c.train.steps = c.train.eval_every = c.train.checkpoint_every = c.train.log_every = -1
+    c.optim.warmup_steps = -1
+  return c

@@ -11,8 +11,12 @@ from ptlm_jax import config_lib
 
 def run(config, workdir: str) -> dict[str, float]:
   """Validates the config and runs the job it describes (importable, e.g. from a notebook)."""
+  # pylint: disable=g-import-not-at-top  (heavy imports only once the config is checked)
+  from ptlm_jax.data import local_files
+  from ptlm_jax.main import cli
+  local_files.resolve(config)  # your own files: checked, and classes / steps filled in
   config_lib.validate(config)
-  # pylint: disable=g-import-not-at-top  (heavy: jax, flax)
+  cli.quiet_progress_bars()  # after the cheap checks: it imports TensorFlow
   if config.task.name:  # fine-tuning: task data, head, objective, loss and task metrics
     from ptlm_jax.finetune import run as finetune
     return finetune.train_and_evaluate(config, workdir)

@@ -13,7 +13,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
 from ptlm_jax import errors
-from ptlm_jax.main import run
+from ptlm_jax.main import cli, run
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -28,4 +28,5 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 if __name__ == '__main__':
-  app.run(errors.one_line_errors(lambda: run(FLAGS.config, FLAGS.workdir)))
+  app.run(errors.one_line_errors(lambda: run(FLAGS.config, FLAGS.workdir)),
+          flags_parser=cli.parse_flags)

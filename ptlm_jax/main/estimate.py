@@ -9,6 +9,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ptlm_jax import config_lib, errors, estimate
+from ptlm_jax.main import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file and variant, e.g. configs/gpt.py:base.')
@@ -38,4 +39,4 @@ def run() -> None:
 
 
 if __name__ == '__main__':
-  app.run(errors.one_line_errors(run))
+  app.run(errors.one_line_errors(run), flags_parser=cli.parse_flags)

@@ -12,6 +12,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 
 from ptlm_jax import errors
 from ptlm_jax.decoding import generate, inference
+from ptlm_jax.main import cli
 
 UserError = errors.UserError
 
@@ -93,4 +94,4 @@ def _run():
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(errors.one_line_errors(_run, quiet='error'))
+  app.run(errors.one_line_errors(_run, quiet='error'), flags_parser=cli.parse_flags)

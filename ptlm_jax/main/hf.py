@@ -9,6 +9,7 @@ from absl import app, flags
 
 from ptlm_jax import errors
 from ptlm_jax.hf import convert
+from ptlm_jax.main import cli
 from ptlm_jax.training import checkpoint, pretrained
 
 FLAGS = flags.FLAGS
@@ -29,4 +30,4 @@ def run() -> None:
 
 
 if __name__ == '__main__':
-  app.run(errors.one_line_errors(run))
+  app.run(errors.one_line_errors(run), flags_parser=cli.parse_flags)

@@ -7,6 +7,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ptlm_jax import config_lib, errors
+from ptlm_jax.main import cli
 from ptlm_jax.peft import partitions
 
 config_flags.DEFINE_config_file('config', None, 'Config file and variant, e.g. '
@@ -24,4 +25,4 @@ def run() -> None:
 
 
 if __name__ == '__main__':
-  app.run(errors.one_line_errors(run))
+  app.run(errors.one_line_errors(run), flags_parser=cli.parse_flags)

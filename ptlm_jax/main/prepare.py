@@ -21,6 +21,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
 from ptlm_jax import config_lib, errors
+from ptlm_jax.main import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -79,11 +80,18 @@ def prepare(config, workdir: str) -> dict:
 
   _say(f'[1/4] corpus {d.corpus}: fetching and preparing (first run only)')
   start = time.time()
-  builder = sources.get_builder(sources.tfds_name(d.corpus), data_dir=d.data_dir,
-                                download=d.download, network_probe=d.network_probe)
-  stats['splits'] = {s: info.num_examples for s, info in builder.info.splits.items()}
-  _say(f'      {builder.info.full_name} in {builder.data_dir} ({time.time() - start:.1f} s): '
-       + ', '.join(f'{s} {n:,}' for s, n in stats['splits'].items()) + ' documents')
+  if d.corpus == 'files':  # your own files: nothing to prepare; counted by the passes below
+    from ptlm_jax.data import local_files  # pylint: disable=g-import-not-at-top
+    local_files.resolve(config)
+    stats['files'] = {s: local_files.corpus_files(config, s) for s in (d.train_split,
+                                                                       d.eval_split)}
+    _say('      ' + ', '.join(f'{s}: {len(f)} files' for s, f in stats['files'].items()))
+  else:
+    builder = sources.get_builder(sources.tfds_name(d.corpus), data_dir=d.data_dir,
+                                  download=d.download, network_probe=d.network_probe)
+    stats['splits'] = {s: info.num_examples for s, info in builder.info.splits.items()}
+    _say(f'      {builder.info.full_name} in {builder.data_dir} ({time.time() - start:.1f} s): '
+         + ', '.join(f'{s} {n:,}' for s, n in stats['splits'].items()) + ' documents')
 
   _say(f'[2/4] tokenizer: {d.sp_model_type}, {d.sp_vocab_size} pieces')
   start = time.time()
@@ -118,4 +126,4 @@ def _run():
 
 
 if __name__ == '__main__':
-  app.run(errors.one_line_errors(_run))
+  app.run(errors.one_line_errors(_run), flags_parser=cli.parse_flags)

@@ -85,6 +85,9 @@ def build_components(config) -> Components:
 
   (Fine-tuning configs get theirs from `finetune.run.build_components`.)
   """
+  if config.task.name:
+    raise errors.UserError(f'task.name={config.task.name!r} is a fine-tuning config: run it with '
+                           'ptlm_jax.main.run (or finetune.run.train_and_evaluate)')
   # pylint: disable=g-import-not-at-top
   from ptlm_jax import models, objectives
   from ptlm_jax.data import pipeline, tokenizer as tokenizer_lib
