@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import resource
 import statistics
 import time
@@ -239,8 +240,8 @@ def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> float:
   return best
 
 
-def compile_seconds(config: ml_collections.ConfigDict) -> tuple[float, float]:
-  """(trace + lower s, XLA compile s) of the train step of `config`, nothing executed."""
+def _lower_step(config: ml_collections.ConfigDict):
+  """(lowered train step of `config` on abstract state and batch, trace + lower seconds)."""
   # pylint: disable=g-import-not-at-top
   from ptlm_jax import models, objectives
   par = parallel.make(config)
@@ -260,10 +261,61 @@ def compile_seconds(config: ml_collections.ConfigDict) -> tuple[float, float]:
     step = par.compile(train.make_train_step(model, objective, spec.tx, config, par, None,
                                              spec.trainable), returns_state=True)
     lowered = step.lower(state, batch, rng)
-    traced = time.perf_counter() - start
-    start = time.perf_counter()
-    lowered.compile()
+  return lowered, time.perf_counter() - start
+
+
+def compile_seconds(config: ml_collections.ConfigDict) -> tuple[float, float]:
+  """(trace + lower s, XLA compile s) of the train step of `config`, nothing executed."""
+  lowered, traced = _lower_step(config)
+  start = time.perf_counter()
+  lowered.compile()
   return traced, time.perf_counter() - start
+
+
+# Instructions of a computation that XLA:CPU runs as no kernel of their own.
+_FREE_OPS = frozenset(('parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast',
+                       'after-all', 'partition-id', 'replica-id', 'opt-barrier'))
+_HLO_OP = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.-]+\s*=\s*\S+(?:\[[^\]]*\])?(?:\{[^}]*\})?\s+'
+                     r'([a-z][\w-]*)\(')
+
+
+def kernel_count(hlo_text: str) -> int:
+  """Instructions that run as kernels: those of the entry and of control-flow bodies.
+
+  Fusions count once (their fused computations are not walked); a while loop's body
+  (the fused head's chunk loop) counts once, not once per trip.
+  """
+  count, walk = 0, False
+  for line in hlo_text.splitlines():
+    if not line.startswith(' '):  # a computation header, or its closing brace
+      name = line.split('(')[0].split()[-1] if '(' in line else ''
+      walk = bool(name) and not re.match(r'%?(fused|region|horizontally_fused|parallel_)', name
+                                         ) and 'fused_computation' not in name
+      if line.startswith('ENTRY'):
+        walk = True
+      continue
+    m = _HLO_OP.match(line)
+    if walk and m and m.group(1) not in _FREE_OPS:
+      count += 1
+  return count
+
+
+def step_cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Contention-free figures of one compiled train step: XLA's flops and bytes accessed,
+  and its kernel count (`kernel_count`), for comparing formulations on a shared machine."""
+  lowered, _ = _lower_step(config)
+  compiled = lowered.compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  m = config.model
+  return dict(kind='cost', family=m.family, d_model=m.d_model, layers=m.num_layers,
+              heads=m.num_heads, ffn=m.d_ff, vocab=m.vocab_size, seq=config.data.seq_len,
+              tgt_len=config.objective.get('targets_length') if m.family == 't5' else None,
+              batch=config.train.batch_size, dtype=m.dtype,
+              flops=float(cost.get('flops', 0.0)),
+              bytes_accessed=float(cost.get('bytes accessed', 0.0)),
+              kernels=kernel_count(compiled.as_text()), jax=jax.__version__,
+              backend=jax.default_backend())
 
 
 def bench_compile(family: str, layers: tuple[int, ...] = (2, 24), preset: str = 'small',
