@@ -2,6 +2,8 @@
 
 - `layers.LayerNorm` (a written-out backward): forward bit-identical to flax's
   `nn.LayerNorm(use_fast_variance=False)`, gradients equal to autodiff through it;
+- attention with the mask carried by an additive bias built once (q scaled first; T5:
+  relative bias folded in): outputs and gradients of the select-after-scale formulation;
 """
 import flax.linen as nn
 import jax
@@ -9,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ptlm_jax.models import layers
+from ptlm_jax.models import attention, layers
+from models_testing import tiny_config
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
@@ -37,3 +40,44 @@ def test_layer_norm_equals_flax_forward_and_gradients(dtype):
   np.testing.assert_allclose(np.asarray(gx, np.float32), np.asarray(gx_ref, np.float32), **tol)
   for k in gp_ref:
     np.testing.assert_allclose(gp[k], gp_ref[k], rtol=1e-5, atol=1e-4, err_msg=k)
+
+
+def _select_after_scale(q, k, v, mask, bias, scale):
+  """The formulation before: scale the logits, add the bias, then select the mask."""
+  logits = jnp.einsum('bthk,bshk->bhts', q, k) * scale
+  if bias is not None:
+    logits = logits + bias
+  weights = jax.nn.softmax(jnp.where(mask, logits, attention.NEG_INF), axis=-1)
+  return jnp.einsum('bhts,bshk->bthk', weights, v)
+
+
+@pytest.mark.parametrize('with_bias, impl', [(False, 'einsum'), (True, 'einsum'),
+                                             (False, 'auto'), (True, 'xla')])
+def test_additive_bias_attention_equals_select_after_scale(with_bias, impl):
+  c = tiny_config('gpt', attention_impl=impl)
+  rng = np.random.default_rng(1)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 6, 3, 8)), jnp.float32) for _ in range(3))
+  segs = jnp.asarray([[1, 1, 1, 2, 2, 0], [1, 1, 1, 1, 1, 1]])
+  slots = jnp.broadcast_to(jnp.arange(6), (2, 6))
+  mask = attention.decoder_mask(segs, segs, slots, slots)
+  rel = jnp.asarray(rng.normal(size=(2, 3, 6, 6)), jnp.float32) if with_bias else None
+  scale = 0.3  # not a power of two: scaling q first rounds differently, within 1 ulp or so
+
+  def ours(q, k, v, rel):
+    return attention.dot_product_attention(c, q, k, v, attention.additive_bias(mask, rel),
+                                           scale=scale)
+
+  def ref(q, k, v, rel):
+    return _select_after_scale(q, k, v, mask, rel, scale)
+
+  g = jnp.asarray(rng.normal(size=(2, 6, 3, 8)), jnp.float32)
+  args = (q, k, v, rel)
+  np.testing.assert_allclose(jax.jit(ours)(*args), ref(*args), rtol=1e-5, atol=1e-6)
+  # A boolean mask given directly computes the same.
+  np.testing.assert_allclose(
+      attention.dot_product_attention(c, q, k, v, mask, rel, scale=scale), ref(*args),
+      rtol=1e-5, atol=1e-6)
+  argnums = (0, 1, 2, 3) if with_bias else (0, 1, 2)
+  grad = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) * g), argnums=argnums))(*args)
+  for got, want in zip(grad(ours), grad(ref)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
