@@ -4,6 +4,8 @@
   `nn.LayerNorm(use_fast_variance=False)`, gradients equal to autodiff through it;
 - attention with the mask carried by an additive bias built once (q scaled first; T5:
   relative bias folded in): outputs and gradients of the select-after-scale formulation;
+- T5's relative bias from slot indices (training) is the bias from positions wherever
+  the mask allows a real (non-padding) query to attend, on packed rows.
 """
 import flax.linen as nn
 import jax
@@ -11,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ptlm_jax.models import attention, layers
+from ptlm_jax.models import attention, layers, t5
+from ptlm_jax.objectives import rows
 from models_testing import tiny_config
 
 
@@ -81,3 +84,33 @@ def test_additive_bias_attention_equals_select_after_scale(with_bias, impl):
   grad = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) * g), argnums=argnums))(*args)
   for got, want in zip(grad(ours), grad(ref)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('bidirectional', [True, False])
+def test_t5_slot_relative_bias_is_the_position_bias_where_attended(bidirectional):
+  c = tiny_config('t5', relative_max_distance=16, relative_buckets=8)
+  segs = jnp.asarray([[1] * 3 + [2] * 30 + [3] * 5 + [0] * 2,
+                      [1] * 20 + [2] * 20])  # distances past max_distance too
+  positions = jax.vmap(rows.positions_from_segments)(segs)
+  slots = jnp.broadcast_to(jnp.arange(40), segs.shape)
+  mask = (attention.segment_mask(segs, segs) if bidirectional
+          else attention.decoder_mask(segs, segs, slots, slots))
+
+  class Stack(nn.Module):  # a stack's bias either way, from the same `relpos` table
+    by_slot: bool
+
+    @nn.compact
+    def __call__(self, positions):
+      if self.by_slot:
+        return t5.slot_relative_bias(c, bidirectional, 40, 40)
+      return layers.RelativePositionBias(c, bidirectional, name='relpos')(positions, positions)
+
+  params = Stack(False).init(jax.random.PRNGKey(0), positions)
+  by_slot = Stack(True).apply(params, positions)
+  by_position = Stack(False).apply(params, positions)
+  assert by_slot.shape == (1, c.num_heads, 40, 40)
+  # Padding (segment 0, position 0) attends padding: those rows are nobody's output.
+  allowed = jnp.broadcast_to(mask & (segs != 0)[:, None, :, None], by_position.shape)
+  np.testing.assert_array_equal(jnp.broadcast_to(by_slot, by_position.shape)[allowed],
+                                by_position[allowed])
+  assert np.abs(np.asarray(by_slot - by_position)).max() > 0  # masked pairs do differ

@@ -62,20 +62,35 @@ class T5Layer(nn.Module):
     return nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'embed')), None
 
 
+def slot_relative_bias(config, bidirectional: bool, q_len: int, k_len: int) -> jax.Array:
+  """The relative-position bias [1, H, T, S] from slot indices, the same for every row.
+
+  Inside a document positions run with the slots (positions restart at 0 per document,
+  `objectives/rows.py`), so key position - query position = key slot - query slot, and
+  pairs across documents are masked anyway: the bias of slot distances is the bias of
+  position distances wherever it counts.  One [H, T, S] gather instead of a per-row
+  [B, T, S] gather (and its scatter in the backward).  Call inside a stack's compact
+  method: the table is that stack's `relpos`.
+  """
+  q_slots_1xT, k_slots_1xS = jnp.arange(q_len)[None], jnp.arange(k_len)[None]
+  return layers.RelativePositionBias(config, bidirectional=bidirectional, name='relpos')(
+      q_slots_1xT, k_slots_1xS)
+
+
 class T5Encoder(nn.Module):
   config: Any
 
   @nn.compact
   def __call__(self, x_BxSxD, segment_ids_BxS, positions_BxS, deterministic: bool):
     c = self.config
-    # Once per stack: relative-position bias and mask folded into one additive bias.
-    bias_BxHxSxS = attention.additive_bias(
-        attention.segment_mask(segment_ids_BxS, segment_ids_BxS),
-        layers.RelativePositionBias(c, bidirectional=True, name='relpos')(positions_BxS,
-                                                                         positions_BxS))
+    del positions_BxS  # see slot_relative_bias
+    mask_bias_Bx1xSxS = attention.additive_bias(
+        attention.segment_mask(segment_ids_BxS, segment_ids_BxS))
+    bias_1xHxSxS = slot_relative_bias(c, True, segment_ids_BxS.shape[1],
+                                      segment_ids_BxS.shape[1])
     x_BxSxD = nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
-    x_BxSxD = stack.apply_layers(T5Layer, c, c.num_layers, x_BxSxD, bias_BxHxSxS, None,
-                                 None, None, None, deterministic=deterministic)
+    x_BxSxD = stack.apply_layers(T5Layer, c, c.num_layers, x_BxSxD, mask_bias_Bx1xSxS,
+                                 bias_1xHxSxS, None, None, None, deterministic=deterministic)
     x_BxSxD = layers.norm(c, 'final_norm')(x_BxSxD)
     return nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
 
@@ -97,16 +112,18 @@ class T5Decoder(nn.Module):
     else:
       index, k_segs_BxL, k_pos_BxL = None, segment_ids_BxT, positions_BxT
       q_slots_BxT = k_slots_BxL = jnp.broadcast_to(jnp.arange(t), segment_ids_BxT.shape)
-    # Once per stack: relative-position bias and mask folded into one additive bias.
-    bias_BxHxTxL = attention.additive_bias(
-        attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL),
-        layers.RelativePositionBias(c, bidirectional=False, name='relpos')(positions_BxT,
-                                                                          k_pos_BxL))
+    mask_bias_Bx1xTxL = attention.additive_bias(
+        attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL))
+    if decode:  # cached slots of several documents: distances from the stored positions
+      bias_BxHxTxL = layers.RelativePositionBias(c, bidirectional=False, name='relpos')(
+          positions_BxT, k_pos_BxL)
+    else:
+      bias_BxHxTxL = slot_relative_bias(c, False, t, t)
     cross_bias_Bx1xTxS = attention.additive_bias(
         attention.segment_mask(segment_ids_BxT, encoder_segment_ids_BxS))
     y_BxTxD = nn.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
-    y_BxTxD = stack.apply_layers(T5Layer, c, c.num_decoder_layers, y_BxTxD, bias_BxHxTxL,
-                                 None, index, encoded_BxSxD, cross_bias_Bx1xTxS,
+    y_BxTxD = stack.apply_layers(T5Layer, c, c.num_decoder_layers, y_BxTxD, mask_bias_Bx1xTxL,
+                                 bias_BxHxTxL, index, encoded_BxSxD, cross_bias_Bx1xTxS,
                                  deterministic=deterministic, decode=decode, is_decoder=True)
     y_BxTxD = layers.norm(c, 'final_norm')(y_BxTxD)
     return nn.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
