@@ -4,6 +4,9 @@ r"""Benchmarks, one JSON line per measurement; `--mode` picks what is timed.
   python -m benchmarks.speed --family=bert,gpt,t5 --preset=small,base-ish --compare_hf=3
   python -m benchmarks.speed --mode=generate [--compare_hf=3]     # greedy decode tokens/s
   python -m benchmarks.speed --mode=compile --family=gpt --layers=2,24
+  python -m benchmarks.speed --family=gpt --preset=base-ish --d_model=768 --heads=12 \
+      --compare_hf=3 --peers=flax,torch                               # any shape, side by side
+  python -m benchmarks.speed --mode=cost --family=bert,gpt,t5 --preset=base-ish
 
 train (default): the family's pretraining step (objective, model, loss, gradient, AdamW)
 at a preset of the peers' harness (shared/bench/peers: small = vocab 8192, d_model 256,
@@ -21,6 +24,14 @@ positions, float32, random weights), batch 8, 16-token random prompts, exactly 1
 tokens by greedy decoding (EOS banned until then, like the peer's min_length).  The
 first call compiles; `new_tokens_per_s` = batch * new tokens / the median wall time of
 the next 5 calls, `ms_per_token_step` = that median / new tokens.
+
+Shape overrides (train, cost, and --compare_hf, which passes them to the peers as their
+`--d-model` etc.): --vocab --d_model --layers --heads --ffn --seq --tgt_len --batch replace
+the preset's values (head_dim = d_model / heads); the line's `shape` lists what ran.
+
+cost: nothing timed, so it holds on a shared machine: one JSON line per family with XLA's
+`flops` and `bytes_accessed` of the compiled train step and its `kernels` (instructions of
+the entry and loop bodies that run as kernels; benchmark_train.step_cost).
 
 compile: the train step's trace + lower and XLA compile seconds with
 `model.scan_layers=True` at each `--layers` depth (best of `--repeats`), and the ratio to
@@ -48,7 +59,7 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-MODES = ('train', 'generate', 'compile')
+MODES = ('train', 'generate', 'compile', 'cost')
 flags.DEFINE_enum('mode', 'train', MODES, 'What to time.')
 flags.DEFINE_list('family', ['bert', 'gpt', 't5'], 'train / compile: bert, gpt, t5 (a list).')
 flags.DEFINE_list('preset', ['small'], 'train: small, base-ish (a list); compile: one.')
@@ -58,9 +69,17 @@ flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'train: model.dty
 flags.DEFINE_float('peak_gflops', 0.0, 'train: peak GFLOP/s for MFU (0: the device table; a '
                    'CPU has none).')
 flags.DEFINE_bool('peak', False, 'train: measure the peak as the peers do (best f32 matmul).')
-flags.DEFINE_list('layers', ['2', '24'], 'compile: layer counts (T5: per stack).')
+flags.DEFINE_list('layers', None, 'compile: layer counts (T5: per stack; default 2,24); '
+                  'train / cost: one count, overriding the preset\'s.')
+flags.DEFINE_integer('vocab', None, 'train / cost: vocabulary size (overrides the preset).')
+flags.DEFINE_integer('d_model', None, 'train / cost: d_model (overrides the preset).')
+flags.DEFINE_integer('heads', None, 'train / cost: attention heads (overrides the preset).')
+flags.DEFINE_integer('ffn', None, 'train / cost: MLP width d_ff (overrides the preset).')
+flags.DEFINE_integer('seq', None, 'train / cost: row length (T5: encoder length).')
+flags.DEFINE_integer('tgt_len', None, 'train / cost: T5 decoder length (overrides the preset).')
 flags.DEFINE_integer('repeats', 2, 'compile: compilations per depth (the best is reported).')
-flags.DEFINE_integer('batch', 8, 'generate: prompts decoded together.')
+flags.DEFINE_integer('batch', None, 'generate: prompts decoded together (default 8); '
+                     'train / cost: batch rows, overriding the preset\'s.')
 flags.DEFINE_integer('prompt_len', 16, 'generate: prompt tokens per row.')
 flags.DEFINE_integer('new_tokens', 128, 'generate: new tokens per row.')
 flags.DEFINE_integer('runs', 5, 'generate: timed calls after the compiling one.')
@@ -155,6 +174,37 @@ def bench_generate(batch: int, prompt_len: int, new_tokens: int, runs: int) -> d
 
 
 # ---------------------------------------------------------------------------
+# Shape overrides, for us and the peers.
+
+def shape_overrides() -> dict[str, int]:
+  """The preset fields the flags override (benchmark_train.SHAPE_KEYS), set ones only."""
+  shape = {}
+  for key in ('vocab', 'd_model', 'layers', 'heads', 'ffn', 'seq', 'tgt_len', 'batch'):
+    value = getattr(FLAGS, key, None)
+    if value is None:
+      continue
+    if key == 'layers':
+      if len(value) != 1:
+        raise app.UsageError(f'--layers={",".join(value)}: train and cost take one count')
+      value = value[0]
+    value = int(value)
+    if value <= 0:
+      raise app.UsageError(f'--{key}={value}: expected a positive integer')
+    shape[key] = value
+  return shape
+
+
+def our_shape_args(shape: dict[str, int]) -> list[str]:
+  """`shape` as this benchmark's flags (--d_model=512 ...)."""
+  return [f'--{k}={v}' for k, v in shape.items()]
+
+
+def peer_shape_args(shape: dict[str, int]) -> list[str]:
+  """`shape` as the peers' harness flags (--d-model 512 ...; shared/bench/peers/common.py)."""
+  return [a for k, v in shape.items() for a in (f'--{k.replace("_", "-")}', str(v))]
+
+
+# ---------------------------------------------------------------------------
 # Fresh-process comparisons with the peers' harness.
 
 def _records(output: str, kind: str) -> list[dict]:
@@ -210,19 +260,20 @@ def compare_train(rounds: int, families: list[str], presets: list[str]) -> None:
   if unknown:
     raise app.UsageError(f'--peers={unknown}: expected some of {sorted(scripts)}')
   tokens = {}  # (preset, family, variant) -> [tokens/s per round]
+  shape = shape_overrides()
   for r in range(rounds):
     for preset in presets:
       for family in families:
         ours = [sys.executable, '-m', 'benchmarks.speed', '--mode=train', f'--family={family}',
                 f'--preset={preset}', f'--dtype={FLAGS.dtype}']
         ours += [f'--{k}={getattr(FLAGS, k)}' for k in ('steps', 'warmup')
-                 if getattr(FLAGS, k) is not None]
+                 if getattr(FLAGS, k) is not None] + our_shape_args(shape)
         # --steps / --warmup, when given, apply to every variant (the harness has the same flags).
         counts = [a for k in ('steps', 'warmup') if getattr(FLAGS, k) is not None
                   for a in (f'--{k}', str(getattr(FLAGS, k)))]
         runs = [('ptlm_jax', ours)] + [
             (v, [FLAGS.peer_python] + scripts[v] + ['--config', preset, '--families', family]
-             + counts) for v in FLAGS.peers]
+             + counts + peer_shape_args(shape)) for v in FLAGS.peers]
         group, peak = [], None
         for variant, cmd in runs:
           stdout, error = _run(cmd)
@@ -259,7 +310,7 @@ def compare_train(rounds: int, families: list[str], presets: list[str]) -> None:
         vs_torch.append(_ratio(ours, max(torch)) if torch else None)
       flax_ratio, torch_ratio = _median(vs_flax), _median(vs_torch)
       _emit(dict(
-          kind='train_comparison', family=family, preset=preset, rounds=rounds,
+          kind='train_comparison', family=family, preset=preset, shape=shape, rounds=rounds,
           dtype=FLAGS.dtype,
           tokens_per_s_median={v: _median(per_round[v].values()) for v in per_round},
           ratios_vs_hf_flax=vs_flax, ratios_vs_best_hf_torch=vs_torch,
@@ -321,20 +372,27 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.mode == 'generate':
+    batch = 8 if FLAGS.batch is None else FLAGS.batch
     if FLAGS.compare_hf:
-      compare_generate(FLAGS.compare_hf, FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens,
-                       FLAGS.runs)
+      compare_generate(FLAGS.compare_hf, batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.runs)
     else:
-      _emit(bench_generate(FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.runs))
+      _emit(bench_generate(batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.runs))
     return
   _check_names(FLAGS.family, FLAGS.preset)
   from benchmarks import train_step as benchmark_train  # pylint: disable=g-import-not-at-top  (imports jax)
   if FLAGS.mode == 'compile':
-    layers = [int(n) for n in FLAGS.layers]
+    layers = [int(n) for n in FLAGS.layers or ('2', '24')]
     for family in FLAGS.family:
       for record in benchmark_train.bench_compile(family, tuple(layers), FLAGS.preset[0],
                                                   FLAGS.repeats):
         _emit(record)
+    return
+  shape = shape_overrides()
+  if FLAGS.mode == 'cost':
+    for preset in FLAGS.preset:
+      for family in FLAGS.family:
+        _emit(dict(benchmark_train.step_cost(benchmark_train.preset_config(
+            family, preset, shape, dtype=FLAGS.dtype)), preset=preset))
     return
   if FLAGS.compare_hf:
     compare_train(FLAGS.compare_hf, FLAGS.family, FLAGS.preset)
@@ -345,7 +403,7 @@ def main(argv):
   for preset in FLAGS.preset:
     for family in FLAGS.family:
       record = benchmark_train.bench_train(family, preset, FLAGS.steps, FLAGS.warmup, peak,
-                                           dtype=FLAGS.dtype)
+                                           shape, dtype=FLAGS.dtype)
       _emit(record)
 
 

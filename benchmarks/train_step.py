@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import resource
 import statistics
 import time
@@ -53,6 +54,8 @@ PRESETS = {
                      batch=8, steps=6, warmup=2),
 }
 MAX_POSITIONS = 512  # the peers' BERT / GPT-2 position tables
+# Preset fields a run may override (the peers' harness has the same, as --d-model etc.).
+SHAPE_KEYS = ('vocab', 'd_model', 'layers', 'heads', 'ffn', 'seq', 'tgt_len', 'batch')
 
 
 def cpu_times() -> tuple[float, float, float, float]:
@@ -79,15 +82,25 @@ def contention(before, after) -> dict[str, float]:
               own_cpu_frac=round(own / capacity, 4))
 
 
-def preset_config(family: str, preset: str, **model_overrides) -> ml_collections.ConfigDict:
-  """The full config of `family` at a peers' preset, with the peers' optimizer settings."""
+def preset_config(family: str, preset: str, shape: dict | None = None,
+                  **model_overrides) -> ml_collections.ConfigDict:
+  """The full config of `family` at a peers' preset, with the peers' optimizer settings.
+
+  `shape` overrides preset fields (SHAPE_KEYS) as the peers' `--d-model` etc. do; head_dim
+  is d_model // heads, as theirs.
+  """
   if preset not in PRESETS:
     raise errors.ConfigError('preset', preset, f'one of {sorted(PRESETS)}')
-  p = PRESETS[preset]
+  unknown = sorted(set(shape or {}) - set(SHAPE_KEYS))
+  if unknown:
+    raise errors.ConfigError('shape', unknown, f'keys among {SHAPE_KEYS}')
+  p = dict(PRESETS[preset], **{k: v for k, v in (shape or {}).items() if v is not None})
+  if p['d_model'] % p['heads']:
+    raise errors.ConfigError('shape.heads', p['heads'], f'a divisor of d_model {p["d_model"]}')
   c = config_lib.base_config(family, 'small')
   c.model.update(vocab_size=p['vocab'], d_model=p['d_model'], num_layers=p['layers'],
                  num_decoder_layers=p['layers'], num_heads=p['heads'],
-                 head_dim=p['d_model'] // p['heads'], d_ff=p['ffn'], max_len=MAX_POSITIONS,
+                 head_dim=p['d_model'] // p['heads'], d_ff=p['ffn'], max_len=max(MAX_POSITIONS, p['seq']),
                  dropout_rate=0.0, attention_dropout_rate=0.0, dtype='float32')
   if family == 't5':  # HF's default T5Config: v1.0
     c.model.update(activation='relu', tie_embeddings=True, relative_max_distance=128)
@@ -210,19 +223,30 @@ def record(bench: TrainBench, times: list[float], first_step_s: float, peak_flop
 
 
 def bench_train(family: str, preset: str, steps: int | None = None, warmup: int | None = None,
-                peak_flops: float = 0.0, **model_overrides) -> dict[str, Any]:
-  """Times `warmup` + `steps` steps of the family's pretraining step at a peers' preset."""
+                peak_flops: float = 0.0, shape: dict | None = None,
+                **model_overrides) -> dict[str, Any]:
+  """Times `warmup` + `steps` steps of the family's pretraining step at a peers' preset
+  (with `shape` overrides, see `preset_config`)."""
   p = PRESETS[preset]
   steps = p['steps'] if steps is None else steps
   warmup = p['warmup'] if warmup is None else warmup
-  bench = TrainBench(preset_config(family, preset, **model_overrides))
+  bench = TrainBench(preset_config(family, preset, shape, **model_overrides))
   first = bench.run(1)[0]
   bench.run(max(warmup - 1, 0))
   before = cpu_times()
   times = bench.run(steps)
   load = contention(before, cpu_times())
   return record(bench, times, first, peak_flops, preset=preset, warmup=warmup,
-                loss_last=round(bench.last_loss(), 4), **load)
+                loss_last=round(bench.last_loss(), 4), shape=_shape_fields(bench.config),
+                **load)
+
+
+def _shape_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The SHAPE_KEYS values of a preset_config (so a line says which shape it measured)."""
+  m = config.model
+  return dict(vocab=m.vocab_size, d_model=m.d_model, layers=m.num_layers, heads=m.num_heads,
+              ffn=m.d_ff, seq=config.data.seq_len, batch=config.train.batch_size,
+              tgt_len=config.objective.targets_length if m.family == 't5' else None)
 
 
 def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> float:
@@ -240,8 +264,8 @@ def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> float:
   return best
 
 
-def compile_seconds(config: ml_collections.ConfigDict) -> tuple[float, float]:
-  """(trace + lower s, XLA compile s) of the train step of `config`, nothing executed."""
+def _lower_step(config: ml_collections.ConfigDict):
+  """(lowered train step of `config` on abstract state and batch, trace + lower seconds)."""
   # pylint: disable=g-import-not-at-top
   from ptlm_jax import models, objectives
   par = parallel.make(config)
@@ -261,10 +285,58 @@ def compile_seconds(config: ml_collections.ConfigDict) -> tuple[float, float]:
     step = par.compile(train.make_train_step(model, objective, spec.tx, config, par, None,
                                              spec.trainable), returns_state=True)
     lowered = step.lower(state, batch, rng)
-    traced = time.perf_counter() - start
-    start = time.perf_counter()
-    lowered.compile()
+  return lowered, time.perf_counter() - start
+
+
+def compile_seconds(config: ml_collections.ConfigDict) -> tuple[float, float]:
+  """(trace + lower s, XLA compile s) of the train step of `config`, nothing executed."""
+  lowered, traced = _lower_step(config)
+  start = time.perf_counter()
+  lowered.compile()
   return traced, time.perf_counter() - start
+
+
+# Instructions of a computation that XLA:CPU runs as no kernel of their own.
+_FREE_OPS = frozenset(('parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast',
+                       'after-all', 'partition-id', 'replica-id', 'opt-barrier'))
+_HLO_OP = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.-]+\s*=\s*\S+(?:\[[^\]]*\])?(?:\{[^}]*\})?\s+'
+                     r'([a-z][\w-]*)\(')
+
+
+def kernel_count(hlo_text: str) -> int:
+  """Instructions that run as kernels: those of the entry and of control-flow bodies.
+
+  Fusions count once (their fused computations are not walked); a while loop's body
+  (the fused head's chunk loop) counts once, not once per trip.
+  """
+  count, walk = 0, False
+  for line in hlo_text.splitlines():
+    if not line.startswith(' '):  # a computation header, or its closing brace
+      name = line.split('(')[0].split()[-1] if '(' in line else ''
+      walk = bool(name) and not re.match(r'%?(fused|region|horizontally_fused|parallel_)', name
+                                         ) and 'fused_computation' not in name
+      if line.startswith('ENTRY'):
+        walk = True
+      continue
+    m = _HLO_OP.match(line)
+    if walk and m and m.group(1) not in _FREE_OPS:
+      count += 1
+  return count
+
+
+def step_cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Contention-free figures of one compiled train step: XLA's flops and bytes accessed,
+  and its kernel count (`kernel_count`), for comparing formulations on a shared machine."""
+  lowered, _ = _lower_step(config)
+  compiled = lowered.compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return dict(kind='cost', family=config.model.family, **_shape_fields(config),
+              dtype=config.model.dtype,
+              flops=float(cost.get('flops', 0.0)),
+              bytes_accessed=float(cost.get('bytes accessed', 0.0)),
+              kernels=kernel_count(compiled.as_text()), jax=jax.__version__,
+              backend=jax.default_backend())
 
 
 def bench_compile(family: str, layers: tuple[int, ...] = (2, 24), preset: str = 'small',

@@ -241,3 +241,44 @@ def test_gpu_script_runs_without_clu_tensorflow_or_tfds(tmp_path):
   assert record['attention'] == 'xla'  # a CPU has no cuDNN
   assert record['step_ms'] > 0 and record['tokens_per_s'] == pytest.approx(
       record['batch'] * record['seq'] / record['step_ms'] * 1e3, rel=1e-3)
+
+
+def test_shape_overrides_reach_our_config_and_both_command_lines(monkeypatch, capsys):
+  """--d_model --layers --heads --ffn --seq --tgt_len --batch --vocab: our preset_config
+  takes them, and --compare_hf passes them to every process, the peers as --d-model etc."""
+  shape = dict(vocab=1000, d_model=96, layers=3, heads=3, ffn=200, seq=40, tgt_len=12, batch=5)
+  c = benchmark_train.preset_config('t5', 'base-ish', shape)
+  m = c.model
+  assert (m.vocab_size, m.d_model, m.num_layers, m.num_decoder_layers, m.num_heads, m.head_dim,
+          m.d_ff, c.data.seq_len, c.objective.targets_length, c.train.batch_size) == (
+              1000, 96, 3, 3, 3, 32, 200, 40, 12, 5)
+  assert benchmark_train.preset_config('gpt', 'small', dict(seq=1024)).model.max_len == 1024
+  with pytest.raises(benchmark_train.errors.ConfigError):
+    benchmark_train.preset_config('gpt', 'small', dict(d_model=100, heads=3))
+
+  cmds = []
+
+  def fake_run(cmd):
+    cmds.append(cmd)
+    rec = dict(kind='train', peer='x', family='t5', config='small', batch=5, seq=40,
+               step_ms_median=10.0, model_flops_per_step=1e9, head_flops_per_step=1e9)
+    return json.dumps(rec) + '\n', ''
+
+  monkeypatch.setattr(benchmark, '_run', fake_run)
+  monkeypatch.setattr(benchmark, '_check_peers', lambda: None)
+  monkeypatch.setattr(benchmark, 'FLAGS', types.SimpleNamespace(
+      raw_dir='', out='', peers=['flax', 'torch'], peer_python='peer-python',
+      peer_script='/peers/hf_flax_train.py', dtype='float32', steps=2, warmup=None,
+      peer_timeout=60, **dict(shape, layers=['3'])))
+  benchmark.compare_train(1, ['t5'], ['small'])
+  ours, flax, torch = cmds
+  assert ours[:3] == [sys.executable, '-m', 'benchmarks.speed']
+  assert ours[-8:] == ['--vocab=1000', '--d_model=96', '--layers=3', '--heads=3', '--ffn=200',
+                       '--seq=40', '--tgt_len=12', '--batch=5']
+  peer_args = ['--vocab', '1000', '--d-model', '96', '--layers', '3', '--heads', '3', '--ffn',
+               '200', '--seq', '40', '--tgt-len', '12', '--batch', '5']
+  for peer in (flax, torch):
+    assert peer[-16:] == peer_args and peer[peer.index('--config') + 1] == 'small'
+    assert peer[peer.index('--steps') + 1] == '2'
+  summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+  assert summary['shape'] == shape

@@ -7,11 +7,19 @@ attention matches decoder and encoder segment ids.  A packed row therefore never
 attends across documents.  Masked logits get a large finite negative (not -inf), so
 fully masked rows (padding) give finite outputs and gradients.
 
-Two kernels behind one call (`dot_product_attention`): the plain einsum path (needed for
-attention-probability dropout, and the place to hook prefix key/values) and
-`jax.nn.dot_product_attention`, whose `implementation` follows `model.attention_impl`
-(auto: cuDNN flash attention on a GPU in bf16/fp16 with head_dim % 8 == 0 and <= 128,
-XLA otherwise).
+Each stack turns its mask into an additive float32 bias once (`additive_bias`: 0 where
+allowed, NEG_INF where masked; T5 folds its relative-position bias in too) and passes
+that to every layer in place of the mask: a per-layer select after the scaled matmul
+cost a pass over [B, H, T, S] in every layer, forward and backward, while an added
+bias fuses with the softmax's max / subtract / exp (as HF does).  `Attention` still
+takes a boolean mask too (it converts it itself).
+
+Two kernels behind one call (`dot_product_attention`): the plain einsum path (q scaled
+first, + bias, float32 softmax; also the one with attention-probability dropout, and
+the place to hook prefix key/values) and `jax.nn.dot_product_attention`, whose
+`implementation` follows `model.attention_impl` (auto: cuDNN flash attention on a GPU in
+bf16/fp16 with head_dim % 8 == 0 and <= 128, the einsum path otherwise: the XLA
+implementation of `jax.nn.dot_product_attention` adds [B, H, T, S] transposes).
 
 Decode mode (a `cache` collection):
   * `DecodeState` lives once per decoder stack: `index` (next slot to write, a scalar),
@@ -71,13 +79,31 @@ def decoder_mask(q_segment_ids_BxT, k_segment_ids_BxS, q_slots_BxT, k_slots_BxS,
   return allowed_Bx1xTxS & segment_mask(q_segment_ids_BxT, k_segment_ids_BxS)
 
 
+def additive_bias(mask_Bx1xTxS: jax.Array, bias_BxHxTxS: jax.Array | None = None) -> jax.Array:
+  """A float32 bias carrying the mask: `bias` (or 0) where allowed, NEG_INF where masked.
+
+  Stacks call this once and pass the result to every layer in place of the mask.
+  """
+  allowed = jnp.zeros((), jnp.float32) if bias_BxHxTxS is None else bias_BxHxTxS.astype(
+      jnp.float32)
+  return jnp.where(mask_Bx1xTxS, allowed, NEG_INF)
+
+
+def _sum_bias(mask_bias_Bx1xTxS, bias_BxHxTxS):
+  mask_bias_Bx1xTxS = mask_bias_Bx1xTxS.astype(jnp.float32)
+  if bias_BxHxTxS is None:
+    return mask_bias_Bx1xTxS
+  return mask_bias_Bx1xTxS + bias_BxHxTxS.astype(jnp.float32)
+
+
 def _fused_implementation(config, q_BxTxHxK) -> str | None:
-  """jax.nn.dot_product_attention's `implementation` for this config, platform and input."""
+  """jax.nn.dot_product_attention's `implementation` for this config, platform and input
+  (None: the einsum path)."""
   if config.attention_impl in ('xla', 'cudnn'):
     return config.attention_impl
   cudnn_ok = (jax.default_backend() == 'gpu' and q_BxTxHxK.dtype in (jnp.bfloat16, jnp.float16)
               and q_BxTxHxK.shape[-1] % 8 == 0 and q_BxTxHxK.shape[-1] <= 128)
-  return 'cudnn' if cudnn_ok else 'xla'
+  return 'cudnn' if cudnn_ok else None
 
 
 def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
@@ -85,16 +111,24 @@ def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
                           deterministic: bool = True) -> jax.Array:
   """softmax(scale * q k^T + bias, masked) v, in float32 softmax; returns [B, T, H, K].
 
-  Uses `jax.nn.dot_product_attention` unless `attention_impl='einsum'` or attention
-  dropout is active (the fused kernels have no dropout).
+  `mask_Bx1xTxS` is a boolean mask, or a float additive bias that already carries it
+  (`additive_bias`), to which `bias_BxHxTxS` (if any) is added.  Uses `jax.nn.dot_product_attention`
+  when `_fused_implementation` picks one and attention dropout is off (the fused kernels
+  have no dropout).
   """
   rate = config.attention_dropout_rate
   use_dropout = not deterministic and rate > 0.0
-  if config.attention_impl != 'einsum' and not use_dropout:
-    implementation = _fused_implementation(config, q_BxTxHxK)
-    bias = None if bias_BxHxTxS is None else bias_BxHxTxS.astype(q_BxTxHxK.dtype)
+  is_mask = mask_Bx1xTxS.dtype == jnp.bool_
+  implementation = (None if config.attention_impl == 'einsum' or use_dropout
+                    else _fused_implementation(config, q_BxTxHxK))
+  if implementation is not None:
+    if is_mask:
+      mask = mask_Bx1xTxS
+      bias = None if bias_BxHxTxS is None else bias_BxHxTxS.astype(q_BxTxHxK.dtype)
+    else:
+      mask, bias = None, _sum_bias(mask_Bx1xTxS, bias_BxHxTxS).astype(q_BxTxHxK.dtype)
     call = lambda impl: jax.nn.dot_product_attention(
-        q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, bias=bias, mask=mask_Bx1xTxS, scale=scale,
+        q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, bias=bias, mask=mask, scale=scale,
         implementation=impl)
     if config.attention_impl == 'auto' and implementation == 'cudnn':
       try:  # cuDNN rejects some shapes at trace time; XLA takes every shape.
@@ -103,11 +137,13 @@ def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
         implementation = 'xla'
     return call(implementation)
 
+  bias_BxHxTxS = (additive_bias(mask_Bx1xTxS, bias_BxHxTxS) if is_mask
+                  else _sum_bias(mask_Bx1xTxS, bias_BxHxTxS))
+  # Scale q (B T H K) rather than the logits (B H T S), and add the float32 bias that
+  # carries the mask: XLA fuses the add into the softmax's max / subtract / exp.
+  q_BxTxHxK = q_BxTxHxK * jnp.asarray(scale, q_BxTxHxK.dtype)
   logits_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK,
-                              preferred_element_type=jnp.float32) * scale
-  if bias_BxHxTxS is not None:
-    logits_BxHxTxS = logits_BxHxTxS + bias_BxHxTxS.astype(jnp.float32)
-  logits_BxHxTxS = jnp.where(mask_Bx1xTxS, logits_BxHxTxS, NEG_INF)
+                              preferred_element_type=jnp.float32) + bias_BxHxTxS
   weights_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
   if use_dropout:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - rate, weights_BxHxTxS.shape)
@@ -123,7 +159,8 @@ class Attention(nn.Module):
   `cache_index` and attends over all cached slots; cross-attention caches the encoder's
   keys/values when `kv_BxSxD` is given and reads them back when it is None.
   With `prefix_length` > 0, self-attention joins its learned `Prefix` slots to `k`/`v`
-  (and the mask, and the bias) right before `dot_product_attention`.
+  (and the mask, and the bias) right before `dot_product_attention`.  The stacks pass
+  `additive_bias(...)` (float, [B, 1, T, S] or T5's [B, H, T, S]) as the mask and no bias.
   """
   config: Any
   cross: bool = False
@@ -222,8 +259,9 @@ def join_prefix(key_ExHxK, value_ExHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias
                                                (batch,) + p_ExHxK.shape)
   k_BxSxHxK = jnp.concatenate([expand(key_ExHxK, k_BxSxHxK), k_BxSxHxK], axis=1)
   v_BxSxHxK = jnp.concatenate([expand(value_ExHxK, v_BxSxHxK), v_BxSxHxK], axis=1)
+  allowed = jnp.ones if mask_Bx1xTxS.dtype == jnp.bool_ else jnp.zeros  # a mask, or a bias
   mask_Bx1xTxS = jnp.concatenate(
-      [jnp.ones(mask_Bx1xTxS.shape[:-1] + (e,), bool), mask_Bx1xTxS], axis=-1)
+      [allowed(mask_Bx1xTxS.shape[:-1] + (e,), mask_Bx1xTxS.dtype), mask_Bx1xTxS], axis=-1)
   if bias_BxHxTxS is not None:
     bias_BxHxTxS = jnp.concatenate(
         [jnp.zeros(bias_BxHxTxS.shape[:-1] + (e,), bias_BxHxTxS.dtype), bias_BxHxTxS], axis=-1)

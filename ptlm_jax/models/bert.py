@@ -53,9 +53,11 @@ class BertEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD, segment_ids_BxL, deterministic: bool):
-    mask_Bx1xLxL = attention.segment_mask(segment_ids_BxL, segment_ids_BxL)
+    # Once per stack: the additive float32 bias that carries the mask (attention.py).
+    bias_Bx1xLxL = attention.additive_bias(
+        attention.segment_mask(segment_ids_BxL, segment_ids_BxL))
     return stack.apply_layers(BertLayer, self.config, self.config.num_layers, x_BxLxD,
-                              mask_Bx1xLxL, deterministic=deterministic)
+                              bias_Bx1xLxL, deterministic=deterministic)
 
 
 class MlmHead(nn.Module):

@@ -63,9 +63,10 @@ class GptDecoder(nn.Module):
       index, k_segs_BxL, k_prefix_BxL = None, segment_ids_BxT, prefix_mask_BxT
       q_slots_BxT = k_slots_BxL = jnp.broadcast_to(jnp.arange(t), segment_ids_BxT.shape)
     q_prefix_BxT = None if prefix_mask_BxT is None else prefix_mask_BxT.astype(bool)
-    mask_Bx1xTxL = attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL,
-                                          q_prefix_BxT, k_prefix_BxL)
-    x_BxTxD = stack.apply_layers(GptLayer, c, c.num_layers, x_BxTxD, mask_Bx1xTxL, index,
+    # Once per stack: the additive float32 bias that carries the mask (attention.py).
+    bias_Bx1xTxL = attention.additive_bias(attention.decoder_mask(
+        segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL, q_prefix_BxT, k_prefix_BxL))
+    x_BxTxD = stack.apply_layers(GptLayer, c, c.num_layers, x_BxTxD, bias_Bx1xTxL, index,
                                  deterministic=deterministic, decode=decode)
     return layers.norm(c, 'final_norm')(x_BxTxD)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from ptlm_jax.models import attention, layers, stack
@@ -41,22 +42,39 @@ class T5Layer(nn.Module):
   is_decoder: bool = False
 
   @nn.compact
-  def __call__(self, x_BxTxD, mask_Bx1xTxT, bias_BxHxTxT, cache_index, encoded_BxSxD,
-               cross_mask_Bx1xTxS):
+  def __call__(self, x_BxTxD, mask_bias_BxHxTxT, bias_BxHxTxT, cache_index, encoded_BxSxD,
+               cross_mask_bias_Bx1xTxS):
+    # mask_bias: attention.additive_bias (the mask, with or without the relative bias);
+    # bias: more to add to it, or None.
     c, det = self.config, self.deterministic
     drop = lambda h: nn.Dropout(c.dropout_rate)(h, deterministic=det)
     h_BxTxD = layers.norm(c, 'attention_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + layers.adapter(c, 'attention_adapter')(drop(attention.Attention(
         c, deterministic=det, decode=self.decode, name='attention')(
-            h_BxTxD, h_BxTxD, mask_Bx1xTxT, bias_BxHxTxT, cache_index)))
+            h_BxTxD, h_BxTxD, mask_bias_BxHxTxT, bias_BxHxTxT, cache_index)))
     if self.is_decoder:
       h_BxTxD = layers.norm(c, 'cross_attention_norm')(x_BxTxD)
       x_BxTxD = x_BxTxD + drop(attention.Attention(
           c, cross=True, deterministic=det, decode=self.decode, name='cross_attention')(
-              h_BxTxD, encoded_BxSxD, cross_mask_Bx1xTxS))
+              h_BxTxD, encoded_BxSxD, cross_mask_bias_Bx1xTxS))
     h_BxTxD = layers.Mlp(c, deterministic=det, name='mlp')(layers.norm(c, 'mlp_norm')(x_BxTxD))
     x_BxTxD = x_BxTxD + layers.adapter(c, 'mlp_adapter')(drop(h_BxTxD))
     return nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'embed')), None
+
+
+def slot_relative_bias(config, bidirectional: bool, q_len: int, k_len: int) -> jax.Array:
+  """The relative-position bias [1, H, T, S] from slot indices, the same for every row.
+
+  Inside a document positions run with the slots (positions restart at 0 per document,
+  `objectives/rows.py`), so key position - query position = key slot - query slot, and
+  pairs across documents are masked anyway: the bias of slot distances is the bias of
+  position distances wherever it counts.  One [H, T, S] gather instead of a per-row
+  [B, T, S] gather (and its scatter in the backward).  Call inside a stack's compact
+  method: the table is that stack's `relpos`.
+  """
+  q_slots_1xT, k_slots_1xS = jnp.arange(q_len)[None], jnp.arange(k_len)[None]
+  return layers.RelativePositionBias(config, bidirectional=bidirectional, name='relpos')(
+      q_slots_1xT, k_slots_1xS)
 
 
 class T5Encoder(nn.Module):
@@ -65,12 +83,14 @@ class T5Encoder(nn.Module):
   @nn.compact
   def __call__(self, x_BxSxD, segment_ids_BxS, positions_BxS, deterministic: bool):
     c = self.config
-    mask_Bx1xSxS = attention.segment_mask(segment_ids_BxS, segment_ids_BxS)
-    bias_BxHxSxS = layers.RelativePositionBias(c, bidirectional=True, name='relpos')(
-        positions_BxS, positions_BxS)
+    del positions_BxS  # see slot_relative_bias
+    mask_bias_Bx1xSxS = attention.additive_bias(
+        attention.segment_mask(segment_ids_BxS, segment_ids_BxS))
+    bias_1xHxSxS = slot_relative_bias(c, True, segment_ids_BxS.shape[1],
+                                      segment_ids_BxS.shape[1])
     x_BxSxD = nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
-    x_BxSxD = stack.apply_layers(T5Layer, c, c.num_layers, x_BxSxD, mask_Bx1xSxS, bias_BxHxSxS,
-                                 None, None, None, deterministic=deterministic)
+    x_BxSxD = stack.apply_layers(T5Layer, c, c.num_layers, x_BxSxD, mask_bias_Bx1xSxS,
+                                 bias_1xHxSxS, None, None, None, deterministic=deterministic)
     x_BxSxD = layers.norm(c, 'final_norm')(x_BxSxD)
     return nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
 
@@ -92,13 +112,18 @@ class T5Decoder(nn.Module):
     else:
       index, k_segs_BxL, k_pos_BxL = None, segment_ids_BxT, positions_BxT
       q_slots_BxT = k_slots_BxL = jnp.broadcast_to(jnp.arange(t), segment_ids_BxT.shape)
-    mask_Bx1xTxL = attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL)
-    bias_BxHxTxL = layers.RelativePositionBias(c, bidirectional=False, name='relpos')(
-        positions_BxT, k_pos_BxL)
-    cross_mask_Bx1xTxS = attention.segment_mask(segment_ids_BxT, encoder_segment_ids_BxS)
+    mask_bias_Bx1xTxL = attention.additive_bias(
+        attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL))
+    if decode:  # cached slots of several documents: distances from the stored positions
+      bias_BxHxTxL = layers.RelativePositionBias(c, bidirectional=False, name='relpos')(
+          positions_BxT, k_pos_BxL)
+    else:
+      bias_BxHxTxL = slot_relative_bias(c, False, t, t)
+    cross_bias_Bx1xTxS = attention.additive_bias(
+        attention.segment_mask(segment_ids_BxT, encoder_segment_ids_BxS))
     y_BxTxD = nn.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
-    y_BxTxD = stack.apply_layers(T5Layer, c, c.num_decoder_layers, y_BxTxD, mask_Bx1xTxL,
-                                 bias_BxHxTxL, index, encoded_BxSxD, cross_mask_Bx1xTxS,
+    y_BxTxD = stack.apply_layers(T5Layer, c, c.num_decoder_layers, y_BxTxD, mask_bias_Bx1xTxL,
+                                 bias_BxHxTxL, index, encoded_BxSxD, cross_bias_Bx1xTxS,
                                  deterministic=deterministic, decode=decode, is_decoder=True)
     y_BxTxD = layers.norm(c, 'final_norm')(y_BxTxD)
     return nn.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
