@@ -39,6 +39,11 @@ class Family:
     return self.kind == 'encoder-decoder'
 
   @property
+  def decoder_only(self) -> bool:
+    """GPT-style: one causal stack that continues its prompt."""
+    return self.kind == 'decoder'
+
+  @property
   def bidirectional(self) -> bool:
     """Encoder-only: no causal mask, no generation (fills masks instead)."""
     return self.kind == 'encoder'

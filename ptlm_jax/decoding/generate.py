@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptlm_jax import errors, models
+from ptlm_jax import errors, families, models
 
 STRATEGIES = ('greedy', 'sample', 'beam')
 PENALTY_STYLES = ('hf', 't5x')
@@ -277,9 +277,9 @@ def _family_fns(model) -> tuple[Callable, Callable]:
   if model.config.head != 'lm':
     raise errors.UserError(f'model.head={model.config.head!r} cannot generate text: expected '
                                "'lm' (a task head predicts labels, not tokens)")
-  if family == 'gpt':
+  if families.get(family).decoder_only:
     return _gpt_start, _gpt_loop_step
-  if family == 't5':
+  if families.get(family).encoder_decoder:
     return _t5_start, lambda model, params: functools.partial(_t5_step, model)
   raise errors.UserError(f'model.family={family!r} cannot generate text: expected gpt or t5 '
                              '(BERT fills masks: fill_mask)')
@@ -463,7 +463,7 @@ def check_prompts(model_config, lengths_B, prompt_length: int, options: Options)
   if lengths_B.min() < 1 or lengths_B.max() > prompt_length:
     raise errors.UserError(f'prompt lengths {lengths_B.tolist()} must lie in [1, '
                                f'{prompt_length}] (an empty prompt has nothing to continue)')
-  if model_config.family == 'gpt':
+  if families.get(model_config.family).decoder_only:
     longest = int(lengths_B.max()) + options.max_new_tokens
     if longest > model_config.max_len:
       raise errors.UserError(
@@ -503,7 +503,7 @@ def fill_mask(model, params, tokens_BxL, lengths_B, mask_id: int, top_k: int = 5
 
   Returns one list per row of (position, [(id, prob), ...]) for its masked positions.
   """
-  if model.config.family != 'bert' or model.config.head != 'lm':
+  if not families.get(model.config.family).bidirectional or model.config.head != 'lm':
     raise errors.UserError(f'fill-mask needs a BERT masked-LM model, got family='
                                f'{model.config.family!r}, head={model.config.head!r}')
   tokens_BxL = np.asarray(tokens_BxL, np.int32)

@@ -33,7 +33,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ptlm_jax import errors
+from ptlm_jax import errors, families
 from ptlm_jax.data import tokenizer as tokenizer_lib, vocab
 from ptlm_jax.decoding import generate
 from ptlm_jax.training import checkpoint, pretrained
@@ -74,7 +74,7 @@ def _project_codec(tok: tokenizer_lib.Tokenizer, family: str) -> Codec:
   def encode(text: str) -> list[int]:
     # T5 sentinels are not SentencePiece pieces: write them as [MASK] (a user-defined piece
     # T5 never uses), then swap the sentinel ids back in, in order.
-    sentinels = [info.sentinel(int(i)) for i in _SENTINEL.findall(text)] if family == 't5' else []
+    sentinels = [info.sentinel(int(i)) for i in _SENTINEL.findall(text)] if families.get(family).encoder_decoder else []
     out = []
     for i in tok.encode(_SENTINEL.sub('[MASK]', text) if sentinels else text):
       if i == vocab.MASK_ID:
@@ -83,7 +83,7 @@ def _project_codec(tok: tokenizer_lib.Tokenizer, family: str) -> Codec:
         if sentinels:
           i = sentinels.pop(0)
       out.append(i)
-    return out + ([vocab.EOS_ID] if family in ('t5', 'bert') else [])
+    return out + ([vocab.EOS_ID] if not families.get(family).decoder_only else [])
 
   return Codec(encode, tok.decode, tok.id_to_piece, vocab.EOS_ID, vocab.PAD_ID, vocab.PAD_ID,
                vocab.MASK_ID, tok.path, info.size)
@@ -165,10 +165,10 @@ def _hf_config(directory: str) -> dict:
 
 
 def _ids_from_hf_config(hf_config: dict, family: str) -> dict:
-  eos = hf_config.get('eos_token_id', 1 if family == 't5' else None)
+  eos = hf_config.get('eos_token_id', 1 if families.get(family).encoder_decoder else None)
   eos = eos[0] if isinstance(eos, list) else eos
   pad = hf_config.get('pad_token_id')
-  return dict(eos_id=None if family == 'bert' else eos,
+  return dict(eos_id=None if families.get(family).bidirectional else eos,
               pad_id=pad if pad is not None else (eos if eos is not None else 0),
               decoder_start_id=hf_config.get('decoder_start_token_id', 0) or 0)
 
@@ -194,7 +194,7 @@ def _file_codec(path: str, family: str, hf_config: dict) -> Codec:
   tok = _hf_tokenizers(path, kind)
   ids = _ids_from_hf_config(hf_config, family)
   mask_id = tok.token_to_id('[MASK]')
-  if ids['eos_id'] is None and family != 'bert':
+  if ids['eos_id'] is None and not families.get(family).bidirectional:
     ids['eos_id'] = tok.token_to_id('</s>') or tok.token_to_id('<|endoftext|>')
   return Codec(lambda text: tok.encode(text).ids,
                lambda ids: tok.decode(list(ids), skip_special_tokens=True),
@@ -296,7 +296,7 @@ def generate_text(loaded: Loaded, prompts: list[str], options: generate.Options,
     if new and new[-1] == options.eos_id:
       new = new[:-1]
     # GPT: decode prompt and continuation together (a piece's leading space survives).
-    texts.append(codec.decode(ids + new) if loaded.model_config.family == 'gpt'
+    texts.append(codec.decode(ids + new) if families.get(loaded.model_config.family).decoder_only
                  else codec.decode(new))
   return texts
 

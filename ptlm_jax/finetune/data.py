@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ptlm_jax import families
 from ptlm_jax.data import local_files, sources, vocab
 from ptlm_jax.errors import ConfigError, UserError
 from ptlm_jax.finetune import corpora as task_corpora, qa as task_qa
@@ -125,7 +126,7 @@ def encode_classification(config, tokenizer, examples: list[dict]) -> TaskData:
 def encode_ner(config, tokenizer, examples: list[dict]) -> TaskData:
   """Token classification: the tag on each word's first sub-word (mask 1), others mask 0."""
   length, family, field = config.data.seq_len, config.model.family, config.task.target_field
-  start, end = ([vocab.CLS_ID], [vocab.SEP_ID]) if family == 'bert' else ([], [vocab.EOS_ID])
+  start, end = ([vocab.CLS_ID], [vocab.SEP_ID]) if families.get(family).bidirectional else ([], [vocab.EOS_ID])
   cache: dict[str, list[int]] = {}
   n = len(examples)
   tags, mask = np.zeros((n, length), np.int32), np.zeros((n, length), np.int32)
@@ -176,7 +177,7 @@ def encode_text(config, tokenizer, examples: list[dict], targets: list[str] | No
   sources_ = tokenizer.encode_batch([text_input(config, ex) for ex in examples])
   targets = targets if targets is not None else [target_text(config, ex) for ex in examples]
   target_ids = [ids[:t_len - 1] + [vocab.EOS_ID] for ids in tokenizer.encode_batch(targets)]
-  if config.model.family == 't5':
+  if families.get(config.model.family).encoder_decoder:
     rows = [ids[:length - 1] + [vocab.EOS_ID] for ids in sources_]
     features = row_features(rows, [[0] * len(r) for r in rows], length)
     features['targets'] = pad_rows(target_ids, t_len)

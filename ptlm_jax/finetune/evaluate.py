@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptlm_jax import config_lib, errors
+from ptlm_jax import config_lib, errors, families
 from ptlm_jax.data import vocab
 from ptlm_jax.finetune import data as tasks, metrics as task_metrics, qa as task_qa
 
@@ -122,7 +122,7 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
 
   def generation(params):
     features, outputs = data.features, []
-    if config.model.family == 't5':
+    if families.get(config.model.family).encoder_decoder:
       lengths_N = features['segment_ids'].sum(axis=1)
       prompts_NxL = features['tokens']
     else:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ptlm_jax import families
 from ptlm_jax.data import vocab
 
 
@@ -22,7 +23,7 @@ class TaskData:
 
 def layout(family: str, first: list[int], second: list[int] | None, length: int):
   """(tokens, token_types) of one input (or pair) in the family's layout, cut to `length`."""
-  specials = (3 if second is not None else 2) if family == 'bert' else (
+  specials = (3 if second is not None else 2) if families.get(family).bidirectional else (
       2 if second is not None else 1)
   budget = length - specials
   first, second = list(first), list(second) if second is not None else None
@@ -31,7 +32,7 @@ def layout(family: str, first: list[int], second: list[int] | None, length: int)
       second.pop()
     else:
       first.pop()
-  if family == 'bert':
+  if families.get(family).bidirectional:
     tokens = [vocab.CLS_ID] + first + [vocab.SEP_ID]
     types = [0] * len(tokens)
     if second is not None:

@@ -31,6 +31,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from ptlm_jax import families
 from ptlm_jax.training import losses
 
 
@@ -131,7 +132,7 @@ def get_task_objective(config):
   """(objective, loss or None) for config.task and the model family."""
   t, length = config.task, config.data.seq_len
   if t.format == 'text':
-    if config.model.family == 't5':
+    if families.get(config.model.family).encoder_decoder:
       return TextToText(length, t.target_length), None
     return Continuation(length), None
   loss = {'classification': classification_loss, 'qa': span_loss}.get(t.name)

@@ -26,6 +26,7 @@ import re
 
 import numpy as np
 
+from ptlm_jax import families
 from ptlm_jax.data import vocab
 from ptlm_jax.finetune import features as feature_rows
 
@@ -86,8 +87,8 @@ def encode_qa(config, tokenizer, examples: list[dict]) -> feature_rows.TaskData:
     first_piece = np.concatenate([[0], np.cumsum([len(p) for p in pieces])[:-1]]).astype(int)
     answer = _answer_pieces(ex, starts_c, ends_c, first_piece, len(flat))
     q = question[:t.max_query_length]
-    head = [vocab.CLS_ID] + q + [vocab.SEP_ID] if family == 'bert' else q + [vocab.SEP_ID]
-    tail = [vocab.SEP_ID] if family == 'bert' else [vocab.EOS_ID]
+    head = [vocab.CLS_ID] + q + [vocab.SEP_ID] if families.get(family).bidirectional else q + [vocab.SEP_ID]
+    tail = [vocab.SEP_ID] if families.get(family).bidirectional else [vocab.EOS_ID]
     window = length - len(head) - len(tail)
     starts = window_starts(len(flat), window, t.doc_stride)
     best = max_context(starts, window, len(flat))

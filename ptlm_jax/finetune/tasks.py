@@ -30,7 +30,7 @@ import math
 
 import ml_collections
 
-from ptlm_jax import config_lib, errors
+from ptlm_jax import config_lib, errors, families
 
 FLAGS = ('head', 'text', 'quick')
 
@@ -53,7 +53,7 @@ def start(arg: str, task: str) -> ml_collections.ConfigDict:
   c = config_lib.base_config(family, size)
   c.task.name = task
   if task == 'classification':
-    default = 'text' if family == 't5' else 'head'
+    default = 'text' if families.get(family).encoder_decoder else 'head'
     c.task.format = 'text' if 'text' in flags else 'head' if 'head' in flags else default
   else:
     c.task.format = 'head' if task in ('ner', 'qa') else 'text'

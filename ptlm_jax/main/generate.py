@@ -10,7 +10,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TFDS reads corpus metadata
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 
-from ptlm_jax import errors
+from ptlm_jax import errors, families
 from ptlm_jax.decoding import generate, inference
 from ptlm_jax.main import cli
 
@@ -40,11 +40,11 @@ def run_cli(workdir: str, prompts: list[str], fill_mask: str | None, options: ge
       lines.append(f'[MASK] {k + 1}:')
       lines.extend(f'  {token!r:<16} {prob:.4f}' for token, prob in choices)
     return '\n'.join(lines)
-  if loaded.model_config.family == 'bert':
+  if families.get(loaded.model_config.family).bidirectional:
     raise UserError(f'{workdir} is a BERT model: it fills masks (--fill_mask="... [MASK] ..."), '
                     'it does not continue a --prompt')
   texts = inference.generate_text(loaded, prompts, inference.options_for(loaded, options), seed=seed)
-  if loaded.model_config.family == 't5':
+  if families.get(loaded.model_config.family).encoder_decoder:
     return '\n'.join(f'{p} -> {t}' if len(prompts) > 1 else t for p, t in zip(prompts, texts))
   return '\n\n'.join(texts)
 

@@ -26,15 +26,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ptlm_jax import families
 from ptlm_jax.models import bert, gpt, layers, t5
 
 BACKBONES = {'bert': bert.Bert, 'gpt': gpt.Gpt, 't5': t5.T5}
 
 
 def _encode(backbone, family, tokens, segment_ids, positions, token_types, deterministic):
-  if family == 'bert':
+  if families.get(family).bidirectional:
     return backbone.encode(tokens, segment_ids, positions, token_types, deterministic)
-  if family == 'gpt':
+  if families.get(family).decoder_only:
     return backbone.encode(tokens, segment_ids, positions, deterministic=deterministic)
   return backbone.encode(tokens, segment_ids, positions, deterministic)
 
@@ -76,7 +77,7 @@ class SequenceClassifier(_Head):
     c = self.config
     backbone, h_BxLxD = self.hidden(tokens, segment_ids, positions, token_types, deterministic)
     if c.pooling == 'cls':
-      pooled_BxD = backbone.pool(h_BxLxD) if c.family == 'bert' else h_BxLxD[:, 0]
+      pooled_BxD = backbone.pool(h_BxLxD) if families.get(c.family).bidirectional else h_BxLxD[:, 0]
     elif c.pooling == 'last':
       index_B = last_token_index(segment_ids)
       pooled_BxD = jnp.take_along_axis(h_BxLxD, index_B[:, None, None], axis=1)[:, 0]
