@@ -126,7 +126,8 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   d.sp_model_type = 'unigram'            # SentencePiece algorithm when training one: unigram | bpe
   d.sp_train_chars = 20_000_000          # tokenizer training text: at most this many characters of the train split
   d.seq_len = _SEQ_LEN[variant]          # packed row length (raw length for span corruption is derived)
-  d.pack_mode = 'pack'                   # pack (multi-document rows + segment ids) | chunk (concatenate and split)
+  # T5 corrupts chunks of the concatenated stream (reduce_concat_tokens + split_tokens).
+  d.pack_mode = 'chunk' if family == 't5' else 'pack'  # pack (multi-document rows + segment ids) | chunk (concatenate and split)
   d.shuffle = True                       # shuffle documents each epoch
   d.shuffle_seed = 0                     # document order seed (same seed, same batches)
   d.prefetch = 2                         # batches prepared ahead on a background thread
@@ -136,7 +137,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   o.name = DEFAULT_OBJECTIVE[family]     # mlm | causal_lm | span_corruption | prefix_lm | ul2
   o.mask_rate = 0.15                     # MLM: fraction of real tokens chosen
   o.mask_count_mode = 'fixed'            # MLM: fixed (BERT per-row count) | bernoulli (RoBERTa)
-  o.max_predictions = 20                 # MLM: cap on chosen tokens per row (fixed mode)
+  o.max_predictions = 0                  # MLM: cap on chosen tokens per row (fixed mode); 0 = follows seq_len (max_predictions())
   o.whole_word = False                   # MLM: mask whole words (SentencePiece word starts)
   o.static_masking = False               # MLM: masks fixed per example (original BERT)
   o.dupe_factor = 1                      # MLM static masking: distinct masks per row (BERT's dupe_factor)
@@ -145,7 +146,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   o.random_token_rate = 0.1              # MLM: fraction replaced by a random ordinary piece (rest kept)
   o.noise_density = 0.15                 # span corruption: fraction of noise tokens
   o.mean_span_length = 3.0               # span corruption: mean noise span length
-  o.random_roll = True                   # span corruption: roll the noise mask (T5's random_roll)
+  o.random_roll = False                  # span corruption: roll the noise mask (T5's random_roll; T5's span_corruption does not)
   o.targets_length = 0                   # encoder-decoder target length (0 = derived)
   o.ul2_mixture = 'R:3:0.15,R:8:0.15,S,X:3:0.5,X:8:0.5,X:64:0.15,X:64:0.5'  # UL2 denoisers: R|X:mean:density or S, each [=weight]
   o.ul2_paradigm_tokens = True           # UL2: prepend the [NLU] / [NLG] / [S2S] paradigm token
@@ -230,7 +231,40 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   c.init = i = ml_collections.ConfigDict()
   i.source = ''                          # '' (random) | ptlm_jax workdir | ptlm_jax model dir | HF checkpoint dir
   i.step = 0                             # workdir source: checkpoint step to read (0 = latest)
+  if variant == 'base':
+    _reference_recipe(c)
   return c
+
+
+def _reference_recipe(c: ml_collections.ConfigDict) -> None:
+  """The papers' pretraining recipes for the `base` variant (tests/test_recipes.py checks them).
+
+  BERT (Devlin et al. 2019, A.2): batch 256, 1M steps, Adam 1e-4, 10k warm-up, linear
+  decay, weight decay 0.01.  GPT-2 (Radford et al. 2019): context 1024; the schedule
+  (AdamW, cosine) follows GPT-3 (Brown et al. 2020, C), as GPT-2 gives none; batch 512.
+  T5 (Raffel et al. 2020, 3.1.2): batch 128 x 512, 2^19 steps, Adafactor at 1e-2 held
+  for 10^4 steps, then 1/sqrt(step).
+  """
+  family, p, t = c.model.family, c.optim, c.train
+  if family == 'bert':
+    p.warmup_steps, t.steps, t.batch_size = 10_000, 1_000_000, 256
+  elif family == 'gpt':
+    c.data.seq_len, p.decay, t.batch_size = 1024, 'cosine', 512
+  else:
+    p.warmup_steps, t.steps, t.batch_size = 10_000, 2**19, 128
+
+
+def max_predictions(config: ml_collections.ConfigDict) -> int:
+  """MLM predictions per row: `objective.max_predictions`, or (0) one that follows seq_len.
+
+  BERT's README sets max_predictions_per_seq to about seq_len x mask rate: 20 at 128, 80
+  at 512.  Rounding seq_len x rate up to a multiple of 4 gives exactly those, and the
+  cap then never binds below the rate (BERT's 20 at 512 would mask 3.9%, not 15%).
+  """
+  o = config.objective
+  if o.max_predictions:
+    return o.max_predictions
+  return max(4, 4 * math.ceil(config.data.seq_len * o.mask_rate / 4 - 1e-9))
 
 
 def reference_config(family: str, sizes: dict) -> ml_collections.ConfigDict:
@@ -398,7 +432,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     v = _get(config, field)
     _check(0.0 < v < 1.0, field, v, 'a rate in the open interval (0, 1)')
   _one_of(config, 'objective.mask_count_mode', ('fixed', 'bernoulli'))
-  _positive(config, 'objective.max_predictions')
+  _positive(config, 'objective.max_predictions', strict=False)
   _check(o.mean_span_length >= 1.0, 'objective.mean_span_length', o.mean_span_length,
          'a number >= 1')
   _positive(config, 'objective.targets_length', strict=False)
@@ -411,7 +445,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(o.mask_token_rate + o.random_token_rate <= 1.0, 'objective.random_token_rate',
          o.random_token_rate, f'<= 1 - objective.mask_token_rate ({1 - o.mask_token_rate:g})')
   _check(isinstance(o.max_predictions, int), 'objective.max_predictions', o.max_predictions,
-         'an integer > 0')
+         'an integer >= 0 (0 = follows data.seq_len)')
   _positive(config, 'objective.z_loss', strict=False)
   _check(0.0 <= o.label_smoothing < 1.0, 'objective.label_smoothing', o.label_smoothing,
          'a rate in [0, 1)')

@@ -101,7 +101,7 @@ def _activation_bytes(config, rows: int, remat: bool) -> float:
     logits_positions = t
   else:
     layers = m.num_layers * per_layer(s, rows)
-    logits_positions = (config.objective.max_predictions if m.family == 'bert' else s)
+    logits_positions = (config_lib.max_predictions(config) if m.family == 'bert' else s)
   logits = 2 * 4 * rows * logits_positions * m.vocab_size  # float32 logits and their gradient
   return scale * layers + logits
 
@@ -129,7 +129,7 @@ def estimate(config, accelerator: str, num_devices: int, tokens: float, mfu: flo
   t = config.train
   seq = config.data.seq_len
   target = (config.objective.targets_length or max(1, round(seq * 0.25))) if config.model.family == 't5' else 0
-  output = config.objective.max_predictions if config.model.family == 'bert' else 0
+  output = config_lib.max_predictions(config) if config.model.family == 'bert' else 0
   step = flops.flops_per_step(config.model, counts, t.batch_size, seq, target_length=target,
                               output_length=output)
   step_flops = step['model'] + step['head']

@@ -93,11 +93,12 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
                                    'a tokenizer with word-start pieces (VocabInfo.word_start)')
     settings = mlm.MlmSettings(
         piece_count=vocab_info.piece_count, rate=o.mask_rate, count_mode=o.mask_count_mode,
-        max_predictions=o.max_predictions, whole_word=o.whole_word, predict_positions=predict,
+        max_predictions=config_lib.max_predictions(config), whole_word=o.whole_word,
+        predict_positions=predict,
         mask_token_rate=o.mask_token_rate, random_token_rate=o.random_token_rate,
         static=o.static_masking, dupe_factor=o.dupe_factor, seed=config.train.seed,
         word_start=vocab_info.word_start)
-    return Objective('mlm', seq_len, seq_len, o.max_predictions if predict else seq_len,
+    return Objective('mlm', seq_len, seq_len, settings.max_predictions if predict else seq_len,
                      functools.partial(mlm.masked_lm, settings=settings))
 
   if o.name == 'causal_lm':
