@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from ptlm_jax import checkpoint, config_lib, flops, losses, metrics, optim, parallel, peft
 from ptlm_jax import pretrained
@@ -95,6 +96,10 @@ def build_components(config) -> Components:
   from ptlm_jax import models, objectives
   from ptlm_jax.data import pipeline, tokenizer as tokenizer_lib
   tokenizer = tokenizer_lib.get_tokenizer(config)
+  # Before the model is built: rows for the sentinels the objective needs (UL2 at 512).
+  note = objectives.reserve_sentinels(config, tokenizer.piece_count)
+  if note:
+    logging.warning('%s', note)
   objective = objectives.get_objective(config, tokenizer.vocab_info)
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count(),
                row_length=objective.raw_length)
