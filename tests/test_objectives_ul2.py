@@ -71,9 +71,7 @@ def test_t5_base_with_ul2_reserves_the_sentinels_it_needs():
   # n - 0.5n + n/6 + 1 <= 511, n = 765: 382 noise tokens in round(382 / 3) = 127 spans.
   # With the 3 paradigm tokens 130 sentinels: more than the tokenizer's 100 plus the 28
   # spare rows of T5's 32128, so the vocabulary grows to the next multiple of 128.
-  import sys  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, '.')
-  from configs import t5 as t5_configs  # pylint: disable=g-import-not-at-top
+  from configs import t5 as t5_configs  # pylint: disable=g-import-not-at-top  (conftest: repo root)
   config = t5_configs.get_config('base')
   config.objective.name = 'ul2'
   assert objectives.sentinels_needed(config) == 130
