@@ -146,9 +146,8 @@ def _apply(model, params, inputs, method=None, dropout_keys=None, **kwargs):
     return model.apply({'params': params}, **inputs, method=method, **kwargs)
 
   def one_row(row_inputs, key):
-    out = model.apply({'params': params}, **jax.tree.map(lambda x: x[None], row_inputs),
-                      method=method, rngs={'dropout': key}, **kwargs)
-    return out
+    return model.apply({'params': params}, **jax.tree.map(lambda x: x[None], row_inputs),
+                       method=method, rngs={'dropout': key}, **kwargs)
 
   shapes = jax.eval_shape(one_row, jax.tree.map(lambda x: x[0], inputs), dropout_keys[0])
   # Row-independent outputs (e.g. the vocabulary table) have no leading row axis of 1.
