@@ -107,7 +107,8 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   d.sp_model_type = 'unigram'            # SentencePiece algorithm when training one: unigram | bpe
   d.sp_train_chars = 20_000_000          # tokenizer training text: at most this many characters of the train split
   d.seq_len = _SEQ_LEN[variant]          # packed row length (raw length for span corruption is derived)
-  d.pack_mode = 'pack'                   # pack (multi-document rows + segment ids) | chunk (concatenate and split)
+  # T5 corrupts chunks of the concatenated stream (reduce_concat_tokens + split_tokens).
+  d.pack_mode = fam.pack_mode            # pack (multi-document rows + segment ids) | chunk (concatenate and split)
   d.shuffle = True                       # shuffle documents each epoch
   d.shuffle_seed = 0                     # document order seed (same seed, same batches)
   d.prefetch = 2                         # batches prepared ahead on a background thread
@@ -117,7 +118,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   o.name = fam.objectives[0]             # mlm | causal_lm | span_corruption | prefix_lm | ul2
   o.mask_rate = 0.15                     # MLM: fraction of real tokens chosen
   o.mask_count_mode = 'fixed'            # MLM: fixed (BERT per-row count) | bernoulli (RoBERTa)
-  o.max_predictions = 20                 # MLM: cap on chosen tokens per row (fixed mode)
+  o.max_predictions = 0                  # MLM: cap on chosen tokens per row (fixed mode); 0 = follows seq_len (max_predictions())
   o.whole_word = False                   # MLM: mask whole words (SentencePiece word starts)
   o.static_masking = False               # MLM: masks fixed per example (original BERT)
   o.dupe_factor = 1                      # MLM static masking: distinct masks per row (BERT's dupe_factor)
@@ -126,7 +127,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   o.random_token_rate = 0.1              # MLM: fraction replaced by a random ordinary piece (rest kept)
   o.noise_density = 0.15                 # span corruption: fraction of noise tokens
   o.mean_span_length = 3.0               # span corruption: mean noise span length
-  o.random_roll = True                   # span corruption: roll the noise mask (T5's random_roll)
+  o.random_roll = False                  # span corruption: roll the noise mask (T5's random_roll; T5's span_corruption does not)
   o.targets_length = 0                   # encoder-decoder target length (0 = derived)
   o.ul2_mixture = 'R:3:0.15,R:8:0.15,S,X:3:0.5,X:8:0.5,X:64:0.15,X:64:0.5'  # UL2 denoisers: R|X:mean:density or S, each [=weight]
   o.ul2_paradigm_tokens = True           # UL2: prepend the [NLU] / [NLG] / [S2S] paradigm token
@@ -215,7 +216,24 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   c.init = i = ml_collections.ConfigDict()
   i.source = ''                          # '' (random) | ptlm_jax workdir | ptlm_jax model dir | HF checkpoint dir
   i.step = 0                             # workdir source: checkpoint step to read (0 = latest)
+  if variant == 'base':  # the paper's pretraining recipe (families.py)
+    for field, value in fam.base_recipe:
+      group, name = field.split('.')
+      c[group][name] = value
   return c
+
+
+def max_predictions(config: ml_collections.ConfigDict) -> int:
+  """MLM predictions per row: `objective.max_predictions`, or (0) one that follows seq_len.
+
+  BERT's README sets max_predictions_per_seq to about seq_len x mask rate: 20 at 128, 80
+  at 512.  Rounding seq_len x rate up to a multiple of 4 gives exactly those, and the
+  cap then never binds below the rate (BERT's 20 at 512 would mask 3.9%, not 15%).
+  """
+  o = config.objective
+  if o.max_predictions:
+    return o.max_predictions
+  return max(4, 4 * math.ceil(config.data.seq_len * o.mask_rate / 4 - 1e-9))
 
 
 def reference_config(family: str, sizes: dict) -> ml_collections.ConfigDict:
@@ -393,7 +411,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     v = _get(config, field)
     _check(0.0 < v < 1.0, field, v, 'a rate in the open interval (0, 1)')
   _one_of(config, 'objective.mask_count_mode', ('fixed', 'bernoulli'))
-  _positive(config, 'objective.max_predictions')
+  _positive(config, 'objective.max_predictions', strict=False)
   _check(o.mean_span_length >= 1.0, 'objective.mean_span_length', o.mean_span_length,
          'a number >= 1')
   _positive(config, 'objective.targets_length', strict=False)
@@ -406,7 +424,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(o.mask_token_rate + o.random_token_rate <= 1.0, 'objective.random_token_rate',
          o.random_token_rate, f'<= 1 - objective.mask_token_rate ({1 - o.mask_token_rate:g})')
   _check(isinstance(o.max_predictions, int), 'objective.max_predictions', o.max_predictions,
-         'an integer > 0')
+         'an integer >= 0 (0 = follows data.seq_len)')
   _positive(config, 'objective.z_loss', strict=False)
   _check(0.0 <= o.label_smoothing < 1.0, 'objective.label_smoothing', o.label_smoothing,
          'a rate in [0, 1)')

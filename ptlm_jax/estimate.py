@@ -10,8 +10,17 @@ model, no allocation; flops.py's formula, the one the trainer reports MFU with).
 FLOPs / (devices x peak x MFU); energy is device-hours x average power x PUE; CO2 is
 energy x grid intensity; cost is device-hours x price. Memory per device follows
 Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
-Models", eq. 1-2) for activations, with params, gradients and optimizer state sharded
-over `parallel.mesh_fsdp x mesh_tensor` in mesh mode and replicated under pmap.
+Models", eq. 1-2) for activations.
+
+What trains follows `config.peft` (peft.py's labels on the model `peft.wrap` builds, so
+LoRA factors, prefixes and adapters are counted): gradients and optimizer state exist for
+the trainable leaves (and live rows) only.  Per-device memory follows the mesh
+(`parallel.mode=mesh`): each leaf is split the way the trainer splits it
+(parallel.LOGICAL_AXIS_RULES: embed over fsdp, heads / mlp / vocab over tensor, a
+dimension an axis does not divide stays whole; Adafactor's factored statistics are
+replicated), rows over data x fsdp, and activations by Korthikanti et al.'s eq. 2 for
+tensor parallelism t: s*b*h*(10 + 24/t + 5*a*s/(h*t)).  Under pmap every device holds
+everything.
 
 The second command reproduces the handout's GPT-3 figures (1,287 MWh, 552 t CO2) from the
 setting Patterson et al. 2021 report: 10,000 V100s sustaining 24.6 TFLOP/s each (19.7% of
@@ -20,11 +29,12 @@ the 125 TFLOP/s peak), 330 W average per GPU with its server share, PUE 1.1, 0.4
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
 
-from ptlm_jax import errors
+from ptlm_jax import config_lib, errors, families
 
 # name -> (dense bf16/fp16 peak FLOP/s per device, average power W per device, USD per
 # device-hour). Peaks are vendor figures; power is board TDP (V100: Patterson et al.'s
@@ -63,41 +73,105 @@ def _abstract_params(model_config):
   return models.abstract_params(model_config)
 
 
-def _optimizer_bytes(config, shapes: list[tuple[int, ...]], trainable: int) -> float:
-  """Optimizer state bytes: AdamW two moments, SGD momentum, Adafactor factored rows+cols."""
-  name = config.optim.optimizer
-  if name == 'adamw':
-    return 8.0 * trainable
-  if name == 'sgd':
-    return 4.0 * trainable
-  total = 0  # adafactor (optax.adafactor, min_dim_size_to_factor=128)
-  for shape in shapes:
-    big = [d for d in shape if d >= 128]
-    total += (sum(sorted(shape)[-2:]) if len(big) >= 2 else int(np.prod(shape)))
-  return 4.0 * total
+@dataclasses.dataclass
+class _Leaf:
+  size: int              # elements
+  shape: tuple[int, ...]
+  trainable: int         # elements that get gradients and optimizer state
+  ways: int              # devices one copy is split over (1 = replicated)
 
 
-def _activation_bytes(config, rows: int, remat: bool) -> float:
-  """Korthikanti et al. 2022 per-layer activations, scaled from 16-bit to model.dtype."""
+def _leaves(config, mesh: dict[str, int] | None) -> list[_Leaf]:
+  """Every parameter of the model the trainer builds (peft.wrap), with its trainable part
+  (peft labels) and how many ways the mesh splits it (parallel's rules), without allocation."""
+  # pylint: disable=g-import-not-at-top  (heavy: flax)
+  import types
+  import flax.linen as nn
+  from ptlm_jax import models
+  from ptlm_jax.peft import partitions as peft
+  from ptlm_jax.training import parallel
+  model = peft.wrap(models.build_model(config.model), config.peft)
+  boxed = jax.eval_shape(lambda rng: model.init(
+      rng, **models.dummy_inputs(config.model, length=2))['params'], jax.random.key(0))
+  params = nn.unbox(boxed)
+  labels = peft.flatten(peft.param_labels(params, config.peft))
+  specs = peft.flatten(nn.logical_to_mesh(nn.get_partition_spec(boxed),
+                                          parallel.LOGICAL_AXIS_RULES))
+  fake_mesh = types.SimpleNamespace(shape=mesh or {})
+  out = []
+  for path, leaf in peft.flatten(params).items():
+    shape = tuple(leaf.shape)
+    ways = 1
+    if mesh:
+      for axes in parallel._fit(specs[path], shape, fake_mesh):  # pylint: disable=protected-access
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        ways *= int(np.prod([mesh[a] for a in names])) if names else 1
+    out.append(_Leaf(math.prod(shape), shape, peft._trainable_size(labels[path], shape),  # pylint: disable=protected-access
+                     ways))
+  return out
+
+
+def _optimizer_bytes(config, leaves: list[_Leaf]) -> float:
+  """Optimizer state bytes per device, trainable leaves only: AdamW two moments, SGD
+  momentum, Adafactor factored rows+cols (replicated) or a full second moment."""
+  name, total = config.optim.optimizer, 0.0
+  for leaf in leaves:
+    if not leaf.trainable:
+      continue
+    if name == 'adamw':
+      total += 8.0 * leaf.trainable / leaf.ways
+    elif name == 'sgd':
+      total += 4.0 * leaf.trainable / leaf.ways if config.optim.momentum else 0.0
+    else:  # adafactor (optax.adafactor, min_dim_size_to_factor=128)
+      big = [d for d in leaf.shape if d >= 128]
+      # optax keeps a 1-element placeholder for each statistic a leaf does not use.
+      total += (4.0 * (sum(sorted(leaf.shape)[-2:]) + 1) if len(big) >= 2
+                else 4.0 * (leaf.size / leaf.ways + 2))
+  return total
+
+
+def _activation_bytes(config, rows: int, remat: bool, tensor: int = 1) -> float:
+  """Korthikanti et al. 2022 per-layer activations (eq. 2 with tensor parallelism t),
+  scaled from 16-bit to model.dtype."""
+  from ptlm_jax import flops  # pylint: disable=g-import-not-at-top
   m, scale = config.model, _BYTES[config.model.dtype] / 2
-  d, a = m.d_model, m.num_heads
+  d, a, tp = m.d_model, m.num_heads, tensor
 
   def per_layer(s, b, cross_s=0):
     if remat:  # only each layer's input is kept; one layer is recomputed at a time
       return 2 * s * b * d
-    attention = 5 * a * (s + cross_s) / d  # self-attention scores (and cross: s x S)
-    return s * b * d * (34 + attention + (34 if cross_s else 0))
+    attention = 5 * a * (s + cross_s) / (d * tp)  # self-attention scores (and cross: s x S)
+    return s * b * d * (10 + 24 / tp + attention + ((10 + 24 / tp) if cross_s else 0))
 
   s = config.data.seq_len
-  if m.family == 't5':
-    t = config.objective.targets_length or max(1, round(s * 0.25))
+  if families.get(m.family).encoder_decoder:
+    t = _targets_length(config)
     layers = m.num_layers * per_layer(s, rows) + m.num_decoder_layers * per_layer(t, rows, s)
     logits_positions = t
   else:
     layers = m.num_layers * per_layer(s, rows)
-    logits_positions = (config.objective.max_predictions if m.family == 'bert' else s)
-  logits = 2 * 4 * rows * logits_positions * m.vocab_size  # float32 logits and their gradient
+    logits_positions = (config_lib.max_predictions(config) if families.get(m.family).bidirectional else s)
+  if m.head in flops.TASK_HEADS:  # a task head: C classes (2 for spans), not V
+    logits_positions, width = (1 if m.head == 'sequence_classification' else s), (
+        2 if m.head == 'question_answering' else m.num_classes)
+    if families.get(m.family).encoder_decoder:
+      layers = m.num_layers * per_layer(s, rows)  # the encoder alone runs
+  else:
+    width = m.vocab_size / tp  # the vocabulary axis is split over tensor
+  logits = 2 * 4 * rows * logits_positions * width  # float32 logits and their gradient
   return scale * layers + logits
+
+
+def _targets_length(config) -> int:
+  """T5 decoder length: objective.targets_length, else span corruption's (114 at 512)."""
+  o, s = config.objective, config.data.seq_len
+  if o.targets_length:
+    return o.targets_length
+  if o.name == 'span_corruption':
+    from ptlm_jax.objectives import span_corruption  # pylint: disable=g-import-not-at-top
+    return span_corruption.span_shapes(s, o.noise_density, o.mean_span_length,
+                                       o.random_roll).targets_length
+  return max(1, round(s * 0.25))
 
 
 def estimate(config, accelerator: str, num_devices: int, tokens: float, mfu: float,
@@ -118,34 +192,39 @@ def estimate(config, accelerator: str, num_devices: int, tokens: float, mfu: flo
 
   boxed = _abstract_params(config.model)
   counts = flops.count_params(boxed)
-  shapes = [tuple(x.shape) for x in jax.tree.leaves(boxed)]
-  trainable = counts['params_total']
+  q = config.parallel
+  mesh = None
+  if q.mode == 'mesh':
+    mesh = dict(zip(('data', 'fsdp', 'tensor'), config_lib.mesh_shape(config, num_devices)))
+  leaves = _leaves(config, mesh)
   t = config.train
   seq = config.data.seq_len
-  target = (config.objective.targets_length or max(1, round(seq * 0.25))) if config.model.family == 't5' else 0
-  output = config.objective.max_predictions if config.model.family == 'bert' else 0
+  target = _targets_length(config) if families.get(config.model.family).encoder_decoder else 0
+  output = config_lib.max_predictions(config) if families.get(config.model.family).bidirectional else 0
   step = flops.flops_per_step(config.model, counts, t.batch_size, seq, target_length=target,
                               output_length=output)
   step_flops = step['model'] + step['head']
   step_tokens = t.batch_size * seq
   per_token = step_flops / step_tokens
 
-  shard = 1
-  if config.parallel.mode == 'mesh':
-    shard = max(1, config.parallel.mesh_fsdp) * max(1, config.parallel.mesh_tensor)
-  rows = max(1, t.batch_size // num_devices // config.optim.microbatches)
+  replicas = mesh['data'] * mesh['fsdp'] if mesh else num_devices  # devices sharing the rows
+  tensor = mesh['tensor'] if mesh else 1
+  rows = max(1, t.batch_size // replicas // config.optim.microbatches)
+  param_bytes = _BYTES[config.model.param_dtype]
   memory = {
-      'params': counts['params_total'] * _BYTES[config.model.param_dtype] / shard,
-      'gradients': trainable * 4.0 / shard,
-      'optimizer': _optimizer_bytes(config, shapes, trainable) / shard,
-      'activations': _activation_bytes(config, rows, remat=False),
-      'activations_remat': _activation_bytes(config, rows, remat=True),
+      'params': sum(x.size * param_bytes / x.ways for x in leaves),
+      'gradients': sum(x.trainable * param_bytes / x.ways for x in leaves),
+      'optimizer': _optimizer_bytes(config, leaves),
+      'activations': _activation_bytes(config, rows, remat=False, tensor=tensor),
+      'activations_remat': _activation_bytes(config, rows, remat=True, tensor=tensor),
   }
+  total = sum(x.size for x in leaves)
+  trainable = sum(x.trainable for x in leaves)
   device_seconds = per_token * tokens / (peak * mfu)
   device_hours = device_seconds / 3600
   energy_kwh = device_hours * power / 1000 * pue
   return Estimate(
-      params_total=counts['params_total'], params_trainable=trainable,
+      params_total=total, params_trainable=trainable,
       flops_per_token=per_token, flops_per_step=step_flops, memory_bytes=memory,
       device_hours=device_hours, days=device_seconds / num_devices / 86400,
       energy_kwh=energy_kwh, co2_kg=energy_kwh * grid_kg_per_kwh,

@@ -15,6 +15,12 @@ benchmark figures line up:
        N_xkv = the decoder's cross-attention key/value projections, which run over the
        B*S encoder tokens: 2 * d_model * H*K per decoder layer.
 
+Task heads (`model.head` = sequence_classification | token_classification |
+question_answering) run no vocabulary projection: `head` is their own layer (d_model x C,
+or x 2 for spans) over the positions it sees (one pooled vector per row, or every
+token), plus BERT's pooler (d_model x d_model, once per row) under cls pooling; their
+params (and the pooler's) leave N.  T5 with a task head runs its encoder alone.
+
 Forward + backward = 3 x forward.  Causal attention is counted in full (no /2), as in
 PaLM's MFU.  `model` excludes the head (the peers' "mfu"); the MFU this codebase reports
 includes it (`mfu`), with `mfu_excl_head` beside it.  For BERT with `predict_positions`
@@ -33,6 +39,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from ptlm_jax import families
+
 # device_kind substring -> dense bf16 peak FLOP/s per device (first match wins).
 PEAK_FLOPS = (
     ('TPU v6', 918e12),        # Trillium (v6e)
@@ -48,6 +56,7 @@ PEAK_FLOPS = (
     ('L4', 121e12),
 )
 _EMBEDDING_AXES = ('vocab', 'position', 'type_vocab')
+TASK_HEADS = ('sequence_classification', 'token_classification', 'question_answering')
 
 
 def peak_flops_per_device(device_kind: str, override: float = 0.0) -> float:
@@ -64,10 +73,11 @@ def count_params(boxed_params: Any) -> dict[str, int]:
   """Parameter counts from a params tree whose leaves are nn.LogicallyPartitioned boxes.
 
   Plain arrays (no logical names) count as non-embedding.  A leaf belongs to the
-  decoder when a module on its path is named `decoder...` (T5).
+  decoder when a module on its path is named `decoder...` (T5).  `params_head` (a
+  task head's `head/...`) and `params_pooler` (BERT's `pooler`) are also in N.
   """
   counts = dict(params_total=0, params_embedding=0, params_non_embedding=0,
-                params_non_embedding_dec=0)
+                params_non_embedding_dec=0, params_head=0, params_pooler=0)
   is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
   for path, leaf in jax.tree_util.tree_leaves_with_path(boxed_params, is_leaf=is_box):
     names = tuple(leaf.names) if is_box(leaf) else ()
@@ -79,6 +89,10 @@ def count_params(boxed_params: Any) -> dict[str, int]:
       continue
     counts['params_non_embedding'] += size
     keys = [str(getattr(k, 'key', getattr(k, 'name', ''))) for k in path]
+    if keys and keys[0] == 'head':
+      counts['params_head'] += size
+    if 'pooler' in keys:
+      counts['params_pooler'] += size
     if any(k.lower().startswith('decoder') for k in keys):
       counts['params_non_embedding_dec'] += size
   return counts
@@ -93,8 +107,23 @@ def flops_per_step(model_config, counts: dict[str, int], batch: int, length: int
   """
   m = model_config
   width = m.num_heads * m.head_dim
-  n = counts['params_non_embedding']
-  if m.family == 't5':
+  # The pooler runs only under a classification head, on one vector per row.
+  head_params, pooler = counts.get('params_head', 0), counts.get('params_pooler', 0)
+  n = counts['params_non_embedding'] - head_params - pooler
+  task = m.get('head', 'lm') if hasattr(m, 'get') else getattr(m, 'head', 'lm')
+  if task in TASK_HEADS:
+    # The backbone over every input token (T5: the encoder alone), then the task layer.
+    layers = m.num_layers
+    dec = counts.get('params_non_embedding_dec', 0) if families.get(m.family).encoder_decoder else 0
+    dense = 6 * (n - dec) * batch * length
+    attn = 12 * layers * width * length * batch * length
+    if task == 'sequence_classification':
+      runs_pooler = families.get(m.family).bidirectional and m.get('pooling', 'cls') == 'cls'
+      head = 6 * (head_params + (pooler if runs_pooler else 0)) * batch
+    else:
+      head = 6 * head_params * batch * length
+    return dict(model=float(dense + attn), head=float(head))
+  if families.get(m.family).encoder_decoder:
     s, t = length, target_length
     n_dec = counts['params_non_embedding_dec']
     xkv = min(2 * m.d_model * width * m.num_decoder_layers, n_dec)

@@ -3,9 +3,13 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import numpy as np
 import pytest
 
-from ptlm_jax import config_lib, errors, estimate, models
+from ptlm_jax import config_lib, errors, estimate, flops, models
+from ptlm_jax.training import optim, parallel, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,9 +55,13 @@ def test_gpt3_reproduces_the_handouts_energy_and_co2():
 
 
 def test_fine_tuning_question():
-  # Fine-tuning at 10 MWh on the same grid: 4.29 t CO2, i.e. 99.2% less than 1,287 MWh.
+  # Fine-tuning at 10 MWh on the same grid: 4.29 t CO2 (10,000 kWh x 0.429 kg/kWh), i.e.
+  # 99.2% less than GPT-3's pretraining as the estimator computes it (handout: 1,287 MWh).
   assert estimate.co2_kg_for_energy(10_000) == pytest.approx(4290)
-  assert 1 - 10 / 1287 == pytest.approx(0.9922, abs=1e-4)
+  assert estimate.co2_kg_for_energy(10_000, grid_kg_per_kwh=0.2) == pytest.approx(2000)
+  gpt3 = estimate.estimate(_load('configs/gpt.py:gpt3'), 'v100', 10_000, 300e9, 24.6 / 125,
+                           1.1, 0.429)
+  assert 1 - 10_000 / gpt3.energy_kwh == pytest.approx(0.9922, abs=5e-4)
 
 
 def test_bad_input_is_a_named_error():
@@ -70,3 +78,121 @@ def test_cli_prints_the_table():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert 'parameters       1,576,448 total' in result.stdout and 'CO2' in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# PEFT and the mesh (issue 14, item 4).
+
+def test_lora_trains_only_its_factors():
+  # BERT-base, LoRA r = 8 on query and value: 12 layers x 2 kernels x r x (768 + 768).
+  config = config_lib.base_config('bert', 'base')
+  config.peft.method = 'lora'
+  full = estimate.estimate(config_lib.base_config('bert', 'base'), 'h100', 8, 1e9, 0.4, 1.1,
+                           0.429)
+  e = estimate.estimate(config, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
+  lora = 12 * 2 * 8 * (768 + 768)  # 294,912
+  assert e.params_trainable == lora
+  assert e.params_total == full.params_total + lora
+  assert e.memory_bytes['gradients'] == 4 * lora           # float32 gradients, trained only
+  assert e.memory_bytes['optimizer'] == 8 * lora           # Adam's two moments
+  assert e.memory_bytes['params'] == 4 * (full.params_total + lora)
+
+
+def test_frozen_embeddings_have_no_gradients_or_moments():
+  config = config_lib.base_config('gpt', 'tiny')
+  config.peft.freeze_embeddings = True
+  e = estimate.estimate(config, 'h100', 1, 1e9, 0.4, 1.1, 0.429)
+  m = config.model
+  embeddings = m.vocab_size * m.d_model + m.max_len * m.d_model   # tied token table + positions
+  assert e.params_trainable == e.params_total - embeddings
+  assert e.memory_bytes['optimizer'] == 8 * e.params_trainable
+
+
+def _trainer_bytes_per_device(config):
+  """Bytes of device 0's shards of params and optimizer state, from the trainer's own
+  shardings (parallel.MeshParallel.prepare on the real model), nothing allocated."""
+  boxed = models.abstract_params(config.model)
+  params = nn.unbox(boxed)
+  tx = optim.make_optimizer(config)
+  abstract = jax.eval_shape(lambda p: train.TrainState(
+      step=jax.numpy.zeros((), jax.numpy.int32), params=p, opt_state=tx.init(p)), params)
+  par = parallel.make(config)
+  with par.context():
+    par.prepare(abstract, nn.get_partition_spec(boxed))
+
+  def nbytes(tree, shardings):
+    leaves = zip(jax.tree.leaves(tree), jax.tree.leaves(shardings))
+    return sum(int(np.prod(sh.shard_shape(x.shape))) * x.dtype.itemsize for x, sh in leaves
+               if x.ndim)  # scalars: counts
+  return (nbytes(abstract.params, par.state_shardings.params),
+          nbytes(abstract.opt_state, par.state_shardings.opt_state))
+
+
+@pytest.mark.parametrize('family, optimizer, fsdp, tensor', [
+    ('gpt', 'adamw', 4, 2), ('bert', 'adamw', 2, 4), ('t5', 'adafactor', 2, 2)])
+def test_memory_per_device_is_what_the_mesh_puts_on_a_device(family, optimizer, fsdp, tensor):
+  config = config_lib.base_config(family, 'tiny')
+  config.optim.optimizer = optimizer
+  config.parallel.update(mode='mesh', mesh_data=8 // (fsdp * tensor), mesh_fsdp=fsdp,
+                         mesh_tensor=tensor)
+  params, opt_state = _trainer_bytes_per_device(config)
+  e = estimate.estimate(config, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
+  assert e.memory_bytes['params'] == params
+  assert e.memory_bytes['gradients'] == params           # float32, sharded like the params
+  assert e.memory_bytes['optimizer'] == opt_state
+  pmap = config_lib.base_config(family, 'tiny')
+  pmap.optim.optimizer = optimizer
+  replicated = estimate.estimate(pmap, 'h100', 8, 1e9, 0.4, 1.1, 0.429).memory_bytes
+  assert replicated['params'] == 4 * models.param_count(config.model)
+  assert params < replicated['params'] / 2
+
+
+def test_activations_follow_rows_per_device_and_tensor_parallelism():
+  # GPT tiny, batch 32 x 128, mesh 4 x 1 x 2 on 8 devices: 8 rows per device (data x fsdp
+  # = 4 share the batch), t = 2.  Korthikanti eq. 2 per layer: s*b*h*(10 + 24/t + 5*a*s/(h*t)),
+  # in 16-bit units, doubled for float32 compute; plus float32 logits and their gradient
+  # with the vocabulary split over tensor: 2 * 4 * b * s * V / t.
+  config = config_lib.base_config('gpt', 'tiny')
+  config.parallel.update(mode='mesh', mesh_data=4, mesh_fsdp=1, mesh_tensor=2)
+  s, b, h, a, t, v = 128, 8, 128, 2, 2, 8192
+  layer = s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
+  expected = 2 * 2 * layer + 2 * 4 * b * s * v / t
+  e = estimate.estimate(config, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
+  assert e.memory_bytes['activations'] == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# FLOPs of task heads (issue 14, item 5): the head that runs, not a vocabulary projection.
+
+# BERT tiny by hand: d 128, 2 layers, d_ff 512, biases everywhere.  A layer: q, k, v, o
+# 4*(128*128 + 128); MLP 2*128*512 + 512 + 128; two LayerNorms 2*2*128.  Plus the
+# embedding LayerNorm 2*128.  Pooler 128*128 + 128; head 128*C + C.
+_BERT_LAYER = 4 * (128 * 128 + 128) + 2 * 128 * 512 + 512 + 128 + 2 * 2 * 128
+_BERT_N = 2 * _BERT_LAYER + 2 * 128
+_ATTN = 12 * 2 * 128 * 128 * 32 * 128          # 12 x layers x H*K x L x B*L
+
+
+@pytest.mark.parametrize('head, classes, head_flops', [
+    ('sequence_classification', 2, 6 * (128 * 2 + 2 + 128 * 128 + 128) * 32),   # once a row
+    ('token_classification', 5, 6 * (128 * 5 + 5) * 32 * 128),                 # every token
+    ('question_answering', 2, 6 * (128 * 2 + 2) * 32 * 128),                    # start, end
+])
+def test_bert_task_head_flops(head, classes, head_flops):
+  config = config_lib.base_config('bert', 'tiny')
+  config.model.head, config.model.num_classes = head, classes
+  counts = flops.count_params(models.abstract_params(config.model))
+  step = flops.flops_per_step(config.model, counts, 32, 128, output_length=1)
+  assert step == {'model': float(6 * _BERT_N * 32 * 128 + _ATTN), 'head': float(head_flops)}
+  e = estimate.estimate(config, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
+  assert e.flops_per_step == step['model'] + step['head']
+
+
+def test_t5_classifier_runs_the_encoder_alone():
+  # T5 tiny encoder by hand: d 128, d_ff 320 (gated: 3 matrices), no biases; a layer
+  # 4*128*128 + 3*128*320 + 2*128 (RMS norms); final norm 128; relative bias 32 x 2.
+  n = 2 * (4 * 128 * 128 + 3 * 128 * 320 + 2 * 128) + 128 + 32 * 2
+  config = config_lib.base_config('t5', 'tiny')
+  config.model.head = 'sequence_classification'
+  counts = flops.count_params(models.abstract_params(config.model))
+  step = flops.flops_per_step(config.model, counts, 32, 128, output_length=1)
+  assert step == {'model': float(6 * n * 32 * 128 + _ATTN), 'head': float(6 * (128 * 2 + 2) * 32)}

@@ -29,10 +29,17 @@ def hf_model(request):
   return request.param, model, params
 
 
-# The golden file has more cases; these four cover every processor, EOS handling, both
-# signs of the length penalty and two early-stopping modes (beam_true and beam_never give
-# beam_false's output on these models; test_generate.py separates the modes).
-CASES = ('greedy_penalties_eos', 'greedy_min_new', 'beam_never_negative', 'beam_ngram')
+# Every case of the golden file: plain greedy, the penalties (repetition penalty > 1 and
+# < 1, n-gram ban), min_new_tokens, EOS handling, the three beam stopping modes
+# (early_stopping True, False, 'never'), both signs of the length penalty.
+CASES = ('greedy', 'greedy_penalties', 'greedy_penalties_eos', 'greedy_min_new',
+         'greedy_repetition', 'beam_false', 'beam_true', 'beam_never', 'beam_never_negative',
+         'beam_ngram')
+
+
+def test_every_golden_case_is_compared():
+  for model in GOLDEN['models'].values():
+    assert sorted(model['cases']) == sorted(CASES)
 
 
 @pytest.mark.parametrize('case', CASES)

@@ -251,8 +251,13 @@ def test_deterministic_for_an_rng():
 
 
 def test_user_errors():
-  with pytest.raises(errors.ConfigError, match='sentinels'):
-    make_objective(2048, False, density=0.5, mean=2.0)  # ~400 spans > 100 sentinels
+  # ~400 spans: more sentinels than the 100 plus the model's rows above them hold.
+  config = config_lib.base_config('t5', 'tiny')
+  config.data.seq_len = 2048
+  config.objective.update(noise_density=0.5, mean_span_length=2.0)
+  config.model.vocab_size = VOCAB.size + 28
+  with pytest.raises(errors.ConfigError, match='model.vocab_size.*sentinels'):
+    objectives.get_objective(config, VOCAB)
   config = config_lib.base_config('t5', 'tiny')
   config.objective.targets_length = 10
   with pytest.raises(errors.ConfigError, match='objective.targets_length'):

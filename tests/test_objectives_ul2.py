@@ -66,10 +66,41 @@ def test_lengths_follow_t5_helper_per_denoiser():
   assert (objective.raw_length, objective.inputs_length) == (max(expected), SEQ_LEN)
 
 
-def test_sentinels_run_out_at_512_with_the_default_mixture():
-  # X (3, 0.5) at 512 inputs needs ~127 spans; 97 sentinels remain beside the paradigms
-  with pytest.raises(errors.ConfigError, match='sentinels'):
-    make(seq_len=512)
+def test_t5_base_with_ul2_reserves_the_sentinels_it_needs():
+  # X (3, 0.5) at 512 inputs (511 beside the paradigm token): the longest raw row n has
+  # n - 0.5n + n/6 + 1 <= 511, n = 765: 382 noise tokens in round(382 / 3) = 127 spans.
+  # With the 3 paradigm tokens 130 sentinels: more than the tokenizer's 100 plus the 28
+  # spare rows of T5's 32128, so the vocabulary grows to the next multiple of 128.
+  from configs import t5 as t5_configs  # pylint: disable=g-import-not-at-top  (conftest: repo root)
+  config = t5_configs.get_config('base')
+  config.objective.name = 'ul2'
+  assert objectives.sentinels_needed(config) == 130
+  assert 'sentinels' in objectives.reserve_sentinels(config, 32000)
+  assert config.model.vocab_size == 32256
+  pieces = vocab.VocabInfo(32000)
+  objective = objectives.get_objective(config, pieces)   # the default mixture at 512
+  assert objective.inputs_length == 512
+  # Too few rows (a pretrained vocabulary): a one-line error naming the field.
+  config.model.vocab_size = 32128
+  with pytest.raises(errors.ConfigError, match='model.vocab_size=32128'):
+    objectives.get_objective(config, pieces)
+
+
+def test_ul2_sentinels_beyond_the_block_come_from_the_rows_above():
+  config = config_lib.base_config('t5', 'tiny')
+  config.objective.update(name='ul2', ul2_mixture='X:3:0.5')
+  config.data.seq_len = 512
+  info = vocab.VocabInfo(1000)
+  objective = objectives.get_objective(config, info)
+  tokens = np.random.RandomState(0).randint(7, 1000, (2, objective.raw_length)).astype(np.int32)
+  batch = dict(tokens=tokens, segment_ids=np.ones_like(tokens), positions=np.zeros_like(tokens))
+  inputs, _, _ = objective(batch, jax.random.PRNGKey(0))
+  enc = np.asarray(inputs['encoder_tokens'][0])
+  assert enc[0] == 1000 + 1                     # [NLG] = <extra_id_98>: its id is unchanged
+  sentinels = [t for t in enc[1:].tolist() if t >= 1000]
+  # <extra_id_0..96> = 1099 .. 1003 (counting down), then <extra_id_100>, ... = 1100, ...
+  expected = list(range(1099, 1002, -1)) + list(range(1100, 1100 + len(sentinels) - 97))
+  assert len(sentinels) == 127 and sentinels == expected
 
 
 def _reconstruct(enc, tgt):

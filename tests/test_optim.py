@@ -20,13 +20,14 @@ def _config(**optim_fields):
 
 # lr(step) with lr 2e-3, W=4, S=12, f=0.1; n = step + 1.  Worked by hand:
 #   warmup n=1: 1/4.  linear n=8: p=(8-4)/8=.5 -> 1-.9*.5=.55.  cosine n=6: p=.25 ->
-#   .1+.45*(1+cos(pi/4))=.868198.  rsqrt n=16: sqrt(4/16)=.5; n=1600: sqrt(4/1600)=.05 < f.
+#   .1+.45*(1+cos(pi/4))=.868198.  rsqrt n=16: sqrt(4/16)=.5; n=1600: sqrt(4/1600)=.05 < f;
+#   rsqrt holds the peak for n <= W (T5: constant 1e-2 for 10k steps), no ramp: n=1 -> 2e-3.
 @pytest.mark.parametrize('decay, step, expected', [
     ('linear', 0, 5e-4), ('linear', 3, 2e-3), ('linear', 7, 1.1e-3), ('linear', 11, 2e-4),
     ('linear', 50, 2e-4),
     ('cosine', 0, 5e-4), ('cosine', 5, 2e-3 * 0.8681980515), ('cosine', 7, 1.1e-3),
     ('cosine', 11, 2e-4),
-    ('rsqrt', 0, 5e-4), ('rsqrt', 3, 2e-3), ('rsqrt', 15, 1e-3), ('rsqrt', 399, 2e-4),
+    ('rsqrt', 0, 2e-3), ('rsqrt', 2, 2e-3), ('rsqrt', 3, 2e-3), ('rsqrt', 15, 1e-3), ('rsqrt', 399, 2e-4),
     ('rsqrt', 1599, 2e-4),
     ('constant', 1, 1e-3), ('constant', 99, 2e-3),
 ])
@@ -129,3 +130,14 @@ def test_bad_label_is_a_config_error():
   params = {'a': jnp.ones((2,))}
   with pytest.raises(errors.ConfigError, match='peft.rules'):
     optim.make_optimizer(_config(), params, {'a': 'thaw'})
+
+
+def test_rsqrt_is_t5s_schedule():
+  # Raffel et al. 2020, sec. 3.1.2: lr = 1 / sqrt(max(n, k)), k = 10^4: 0.01 for the first
+  # 10^4 steps, then 1 / sqrt(n) (n = 40,000 -> 0.005; n = 10^6 -> 0.001).
+  c = _config(decay='rsqrt', warmup_steps=10_000, lr=1e-2, final_lr_frac=0.0)
+  c.train.steps = 10**6
+  schedule = optim.make_schedule(c)
+  for n, expected in ((1, 0.01), (5_000, 0.01), (10_000, 0.01), (40_000, 0.005),
+                      (10**6, 0.001)):
+    assert float(schedule(n - 1)) == pytest.approx(expected, rel=1e-6), n

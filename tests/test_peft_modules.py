@@ -140,7 +140,19 @@ def base_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize('family', ['bert', 'gpt', 't5'])
 @pytest.mark.parametrize('method', ['prefix', 'adapter'])
-def test_method_trains_while_the_base_stays_bit_identical(family, method, base_dirs, tmp_path):
+def test_method_trains_while_the_base_stays_bit_identical(family, method, base_dirs, tmp_path,
+                                                          monkeypatch):
+  # The params the loop holds in memory when it saves (before they are cut down to what the
+  # checkpoint keeps): the frozen base must come out of training bit for bit.
+  held = {}
+  select = peft.select
+
+  def spy(tree, paths):
+    if all(isinstance(x, jax.Array) for x in jax.tree.leaves(tree)):
+      held['params'] = jax.tree.map(lambda x: np.asarray(x)[0], tree)  # pmap: device 0's copy
+    return select(tree, paths)
+
+  monkeypatch.setattr(peft, 'select', spy)
   overrides = {'train.steps': STEPS_TRAIN, 'train.checkpoint_every': STEPS_TRAIN,
                'optim.lr': 5e-2, 'peft.method': method, 'init.source': base_dirs[family],
                'objective.static_masking': True}  # BERT: the same masks every step
@@ -156,10 +168,14 @@ def test_method_trains_while_the_base_stays_bit_identical(family, method, base_d
   own = '/prefix/' if method == 'prefix' else '_adapter/|norm'
   assert saved and all(re.search(own, p) for p in saved), sorted(saved)
   _, base, _ = pretrained.from_pretrained(base_dirs[family])
-  _, rebuilt, _ = pretrained.from_pretrained(str(tmp_path))
-  rebuilt, base = peft_testlib.flat(rebuilt), peft_testlib.flat(base)
-  for path, value in rebuilt.items():
+  base, trained = peft_testlib.flat(base), peft_testlib.flat(held['params'])
+  assert set(trained) == set(base) | set(saved)
+  for path, value in trained.items():
     if path in saved:
       assert path not in base or not np.array_equal(value, base[path]), path  # it trained
     else:
-      np.testing.assert_array_equal(value, base[path], err_msg=path)
+      np.testing.assert_array_equal(value, base[path], err_msg=path)  # frozen: untouched
+  # Rebuilt from the workdir (base dir + checkpoint), the model is the one that trained.
+  _, rebuilt, _ = pretrained.from_pretrained(str(tmp_path))
+  for path, value in peft_testlib.flat(rebuilt).items():
+    np.testing.assert_array_equal(value, trained[path], err_msg=path)

@@ -83,8 +83,31 @@ def test_nan_stop_names_the_step_and_saves_nothing_after(tmp_path):
   assert saved == [1, 2]
 
 
+def _schedule_counts(workdir, step):
+  """The optax counts of a checkpoint: (Adam's, the schedule's {'count'}-only state's)."""
+  state = ocp.StandardCheckpointer().restore(os.path.join(workdir, 'checkpoints', str(step),
+                                                          'state'))
+  found = {'adam': [], 'schedule': []}
+
+  def walk(node):
+    if isinstance(node, dict):
+      if set(node) == {'count'}:
+        found['schedule'].append(int(node['count']))
+      elif 'count' in node and 'mu' in node:
+        found['adam'].append(int(node['count']))
+      for v in node.values():
+        walk(v)
+    elif isinstance(node, (list, tuple)):
+      for v in node:
+        walk(v)
+
+  walk(state['opt_state'])
+  return found
+
+
 def test_nan_skip_keeps_the_state_and_goes_on(tmp_path):
-  config = stand_ins.tiny_config({**BASE, 'train.steps': 4, 'train.checkpoint_every': 1,
+  # 5 steps (warm-up 2, linear decay to 0 at step 5): step 4 still has a learning rate > 0.
+  config = stand_ins.tiny_config({**BASE, 'train.steps': 5, 'train.checkpoint_every': 1,
                                   'train.eval_steps': 0, 'train.nan_policy': 'skip',
                                   'train.keep_checkpoints': 10})
   train.run(config, str(tmp_path), stand_ins.components_fn(poison_at=(2,)))
@@ -94,6 +117,10 @@ def test_nan_skip_keeps_the_state_and_goes_on(tmp_path):
   before, after, later = (_restore_params(str(tmp_path), s) for s in (2, 3, 4))
   jax.tree.map(np.testing.assert_array_equal, after, before)  # step 3 changed nothing
   assert not np.array_equal(later['mlp_in']['kernel'], after['mlp_in']['kernel'])
+  # The schedule's count follows the step through the skip (so the learning rate of step n
+  # is schedule(n - 1), as reported); Adam's own count holds the 3 real updates.
+  assert _schedule_counts(str(tmp_path), 4) == {'adam': [3], 'schedule': [4]}
+  assert _schedule_counts(str(tmp_path), 2) == {'adam': [2], 'schedule': [2]}
 
 
 def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):

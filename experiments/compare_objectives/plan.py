@@ -75,6 +75,7 @@ def base_pretraining_config(settings: Settings, family: str, seed: int):
   c.data.sp_vocab_size = s.sp_vocab_size
   c.data.sp_train_chars = s.sp_train_chars
   c.data.seq_len = s.seq_len
+  c.data.pack_mode = 'pack'  # one stream for all three (T5's own default is 'chunk')
   c.data.shuffle_seed = seed
   c.model.vocab_size = config_lib.padded_vocab_size(s.sp_vocab_size)
   c.model.update(d_model=s.d_model, num_layers=s.num_layers, num_decoder_layers=s.num_layers,

@@ -20,8 +20,10 @@ Choices, and why:
   into pieces of at most 2,000 characters), because SentencePiece skips lines over
   ~4 KB, and news articles are a single line of up to 28 KB.
 - Training reads the train split only, at most `config.data.sp_train_chars`
-  characters in dataset order (SentencePiece's own sampling is off, so training is
-  deterministic), with one thread per CPU.  News (11 M characters): ~20 s on 2 cores.
+  characters in dataset order (SentencePiece's own sampling is off), with a fixed 8
+  threads whatever the CPU count: SentencePiece's EM adds per-thread partial counts, so
+  the pieces depend on the thread count, and a fixed one trains the same tokenizer on
+  every machine.  News (11 M characters): ~20 s on 2 cores.
 
 The trained model is cached under `<cache>/tokenizers/`, keyed by (corpus, algorithm,
 vocab size, the dataset's content fingerprint from its TFDS metadata, the training
@@ -48,7 +50,8 @@ from ptlm_jax.errors import UserError
 MAX_LINE_CHARS = 2000
 NEWLINE = '\n'
 _SENTENCE_END = re.compile(r'(?<=[.!?;:"\'])\s+')
-_TRAINER_VERSION = 1  # bump when the training options below change (invalidates caches)
+_TRAINER_VERSION = 2  # bump when the training options below change (invalidates caches)
+_TRAIN_THREADS = 8  # fixed, not the CPU count: the trained pieces depend on it
 
 
 _LINE_START = re.compile(r'\n(?=[^\n])')
@@ -167,7 +170,7 @@ def train(texts: Iterable[str], vocab_size: int, *, model_type: str = 'unigram',
         user_defined_symbols=list(vocab.USER_DEFINED_SYMBOLS) + [NEWLINE],
         byte_fallback=True, normalization_rule_name='nfkc', remove_extra_whitespaces=False,
         split_digits=True, character_coverage=0.9995, input_sentence_size=0,
-        max_sentence_length=4 * MAX_LINE_CHARS + 64, num_threads=os.cpu_count() or 1,
+        max_sentence_length=4 * MAX_LINE_CHARS + 64, num_threads=_TRAIN_THREADS,
         minloglevel=2)
   except RuntimeError as e:
     raise UserError(f'SentencePiece could not train {vocab_size} pieces on {chars:,} '

@@ -7,6 +7,10 @@ The id layout (one SentencePiece model serves BERT, GPT and T5):
                                     <extra_id_0> = size - 1, <extra_id_1> = size - 2, ...
   [size, model.vocab_size)          unused padding rows (embedding rounded up to 128)
 
+An objective that needs more than 100 sentinels (UL2's X-denoisers at 512 tokens need
+127) takes sentinels 100, 101, ... from the rows above the block, in ascending order
+(`<extra_id_100>` = piece_count + 100), so the first 100 keep their ids.
+
 `VocabInfo` carries the sizes an objective needs without importing sentencepiece.
 """
 from __future__ import annotations
@@ -42,7 +46,7 @@ class VocabInfo:
 
   @property
   def size(self) -> int:
-    """Ids a tokenizer can produce: pieces plus sentinels."""
+    """Ids in use: pieces plus sentinels."""
     return self.piece_count + self.num_sentinels
 
   @property
@@ -54,4 +58,7 @@ class VocabInfo:
     """Id of <extra_id_i>; T5 counts sentinels down from the top of the vocabulary."""
     if not 0 <= i < self.num_sentinels:
       raise ValueError(f'sentinel index {i} outside [0, {self.num_sentinels})')
-    return self.size - 1 - i
+    block = min(self.num_sentinels, NUM_SENTINELS)
+    if i < block:
+      return self.piece_count + block - 1 - i
+    return self.piece_count + i  # beyond the 100: the rows above the block, ascending

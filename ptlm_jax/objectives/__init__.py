@@ -25,7 +25,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-from ptlm_jax import errors, families
+from ptlm_jax import config_lib, errors, families
 from ptlm_jax.data import vocab
 from ptlm_jax.objectives import causal, mixture, mlm, prefix_lm, span_corruption
 from ptlm_jax.objectives.span_corruption import span_corruption_lengths  # noqa: F401
@@ -65,12 +65,50 @@ def _targets_length(config, derived: int) -> int:
   return asked or derived
 
 
-def _check_sentinels(needed: int, available: int, why: str) -> None:
-  if needed > available:
+def sentinels_needed(config) -> int:
+  """Sentinel ids the configured objective uses (spans, plus UL2's paradigm tokens); 0
+  for objectives without sentinels.  Static: from the shapes alone."""
+  o, seq_len = config.objective, config.data.seq_len
+  if not families.get(config.model.family).encoder_decoder:
+    return 0
+  if o.name == 'span_corruption':
+    return span_corruption.span_shapes(seq_len, o.noise_density, o.mean_span_length,
+                                       o.random_roll).max_spans
+  if o.name == 'ul2':
+    shapes = mixture.mixture_shapes(mixture.parse_mixture(o.ul2_mixture), seq_len,
+                                    o.ul2_paradigm_tokens, o.random_roll)
+    return shapes.max_spans + (len(mixture.PARADIGMS) if o.ul2_paradigm_tokens else 0)
+  return 0
+
+
+def reserve_sentinels(config, piece_count: int) -> str:
+  """Grows `config.model.vocab_size` (to a multiple of 128) when the objective needs more
+  sentinels than the tokenizer's 100 and the rows above them hold (vocab.py); returns a
+  note saying so, or ''.  A model from `init.source` keeps its vocabulary (get_objective
+  then names the problem)."""
+  rows = piece_count + max(sentinels_needed(config), vocab.NUM_SENTINELS)
+  if rows <= config.model.vocab_size or config.init.source:
+    return ''
+  old = config.model.vocab_size
+  config.model.vocab_size = int(-(-rows // 128) * 128)
+  return (f'model.vocab_size {old} -> {config.model.vocab_size}: objective '
+          f'{config.objective.name} at data.seq_len={config.data.seq_len} uses '
+          f'{rows - piece_count} sentinels (the tokenizer reserves {vocab.NUM_SENTINELS})')
+
+
+def _with_sentinels(config, vocab_info: vocab.VocabInfo, needed: int) -> vocab.VocabInfo:
+  """vocab_info extended to `needed` sentinels (the extra ones above the block), if the
+  model's rows hold them; else a ConfigError saying what would."""
+  if needed <= vocab_info.num_sentinels:
+    return vocab_info
+  rows = vocab_info.piece_count + needed
+  if rows > config.model.vocab_size:
     raise errors.ConfigError(
-        'data.seq_len', why,
-        f'a row needing at most {available} sentinels (it needs {needed}); '
-        'shorten data.seq_len or lower the noise density / raise the mean span length')
+        'model.vocab_size', config.model.vocab_size,
+        f'>= {rows}: {config.objective.name} at data.seq_len={config.data.seq_len} uses '
+        f'{needed} sentinels (train.run reserves them when the model is trained from scratch); '
+        'or shorten data.seq_len / lower the noise density / raise the mean span length')
+  return dataclasses.replace(vocab_info, num_sentinels=needed)
 
 
 def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
@@ -93,11 +131,12 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
                                    'a tokenizer with word-start pieces (VocabInfo.word_start)')
     settings = mlm.MlmSettings(
         piece_count=vocab_info.piece_count, rate=o.mask_rate, count_mode=o.mask_count_mode,
-        max_predictions=o.max_predictions, whole_word=o.whole_word, predict_positions=predict,
+        max_predictions=config_lib.max_predictions(config), whole_word=o.whole_word,
+        predict_positions=predict,
         mask_token_rate=o.mask_token_rate, random_token_rate=o.random_token_rate,
         static=o.static_masking, dupe_factor=o.dupe_factor, seed=config.train.seed,
         word_start=vocab_info.word_start)
-    return Objective('mlm', seq_len, seq_len, o.max_predictions if predict else seq_len,
+    return Objective('mlm', seq_len, seq_len, settings.max_predictions if predict else seq_len,
                      functools.partial(mlm.masked_lm, settings=settings))
 
   if o.name == 'causal_lm':
@@ -115,7 +154,7 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
   if o.name == 'span_corruption':
     shapes = span_corruption.span_shapes(seq_len, o.noise_density, o.mean_span_length,
                                          o.random_roll)
-    _check_sentinels(shapes.max_spans, vocab_info.num_sentinels, seq_len)
+    vocab_info = _with_sentinels(config, vocab_info, shapes.max_spans)
     t = _targets_length(config, shapes.targets_length)
     fn = functools.partial(span_corruption.span_corruption, vocab_info=vocab_info,
                            shapes=shapes, random_roll=o.random_roll, inputs_length=seq_len,
@@ -125,8 +164,7 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
   if o.name == 'ul2':
     denoisers = mixture.parse_mixture(o.ul2_mixture)
     shapes = mixture.mixture_shapes(denoisers, seq_len, o.ul2_paradigm_tokens, o.random_roll)
-    reserved = len(mixture.PARADIGMS) if o.ul2_paradigm_tokens else 0
-    _check_sentinels(shapes.max_spans, vocab_info.num_sentinels - reserved, seq_len)
+    vocab_info = _with_sentinels(config, vocab_info, sentinels_needed(config))
     t = _targets_length(config, shapes.targets_length)
     fn = functools.partial(mixture.ul2, vocab_info=vocab_info, denoisers=denoisers,
                            shapes=shapes, paradigm_tokens=o.ul2_paradigm_tokens,

@@ -17,8 +17,10 @@ and a row uses the first raw_length(denoiser) of its real tokens (the rest of a 
 sized for the longest denoiser is dropped, ~30% of the text at the defaults).  Like
 span corruption, a row is one stretch of text (documents are not kept apart).  The
 paradigm tokens are not text strings but reserved ids: the three lowest sentinels
-(<extra_id_99> = [NLU], <extra_id_98> = [NLG], <extra_id_97> = [S2S]), so the
-spans of one row may use at most 97 sentinels.  `random_roll` applies to R and X
+(<extra_id_99> = [NLU], <extra_id_98> = [NLG], <extra_id_97> = [S2S]); the spans use
+<extra_id_0..96>, then <extra_id_100>, ... (vocab.py: above the block of 100), as many
+as the mixture needs (127 for X (3, 0.5) at 512 inputs).  `objectives.reserve_sentinels`
+grows model.vocab_size to hold them.  `random_roll` applies to R and X
 when set (the appendix code does not roll).
 
 Mixture spec (config.objective.ul2_mixture): comma-separated `R:mean:density`,
@@ -83,7 +85,7 @@ def parse_mixture(spec: str) -> tuple[Denoiser, ...]:
 
 def paradigm_token_ids(vocab_info: vocab.VocabInfo) -> dict[str, int]:
   """Ids of the paradigm tokens: the three lowest sentinels (R, X, S in this order)."""
-  last = vocab_info.num_sentinels - 1
+  last = min(vocab_info.num_sentinels, vocab.NUM_SENTINELS) - 1  # fixed ids: the block's lowest
   return {p: vocab_info.sentinel(last - k) for k, p in enumerate(PARADIGMS)}
 
 
@@ -127,6 +129,9 @@ def ul2(batch, rng, *, vocab_info: vocab.VocabInfo, denoisers, shapes: MixtureSh
   logits_D = jnp.log(jnp.array([d.weight for d in denoisers], jnp.float32))
   is_s_D = jnp.array([d.paradigm == 'S' for d in denoisers])
   ids = paradigm_token_ids(vocab_info)
+  last = min(vocab_info.num_sentinels, vocab.NUM_SENTINELS) - 1
+  skip = tuple(last - k for k in range(len(PARADIGMS))) if paradigm_tokens else ()
+  span_ids = span_corruption.sentinel_ids(vocab_info, max(shapes.max_spans, 1), skip)
   paradigm_D = jnp.array([ids[d.paradigm] for d in denoisers], jnp.int32)
   raw_D, counts = jnp.asarray(shapes.raw_lengths), jnp.asarray(shapes.counts)
   budget = inputs_length - int(paradigm_tokens)
@@ -139,7 +144,7 @@ def ul2(batch, rng, *, vocab_info: vocab.VocabInfo, denoisers, shapes: MixtureSh
     n = jnp.minimum(n, raw_D[d])
     # R / X: span corruption of the first n tokens
     span_in_S, n_in, span_tg_T, n_tg = span_corruption.corrupt_row(
-        span_key, tokens_L, n, counts[d, n, 0], counts[d, n, 1], top_id=vocab_info.sentinel(0),
+        span_key, tokens_L, n, counts[d, n, 0], counts[d, n, 1], top_id=span_ids,
         random_roll=random_roll, inputs_length=budget, targets_length=targets_length)
     # S: T5's prefix_lm on the same n tokens, as one document
     text_L = (idx_L < n).astype(jnp.int32)

@@ -180,13 +180,18 @@ def sentinel_inputs_targets(tokens_L, noise_L, length, top_id: int, inputs_lengt
   """Inputs (noise spans -> one sentinel each, + EOS) and targets (sentinel i + span i
   for each span, + EOS), left-aligned in [inputs_length] and [targets_length].
 
-  top_id: id of sentinel 0; sentinel i is top_id - i.  Returns
-  (inputs_S, inputs_count, targets_T, targets_count).
+  top_id: id of sentinel 0 (sentinel i is top_id - i), or an int array of the ids of
+  span 0, 1, ... (`sentinel_ids`).  Returns (inputs_S, inputs_count, targets_T,
+  targets_count).
   """
   idx = jnp.arange(tokens_L.shape[0])
   prev_noise = jnp.concatenate([jnp.array([False]), noise_L[:-1]])
   first_noise = noise_L & ~prev_noise
-  sentinel = top_id + 1 - jnp.cumsum(first_noise)
+  if isinstance(top_id, (int, np.integer)):
+    sentinel = top_id + 1 - jnp.cumsum(first_noise)
+  else:
+    ids = jnp.asarray(top_id, tokens_L.dtype)
+    sentinel = ids[jnp.clip(jnp.cumsum(first_noise) - 1, 0, ids.shape[0] - 1)]
   real = idx < length
   eos_here = idx == length - 1
   eos = jnp.full_like(tokens_L, vocab.EOS_ID)
@@ -201,7 +206,13 @@ def sentinel_inputs_targets(tokens_L, noise_L, length, top_id: int, inputs_lengt
   return inputs_S, n_in, targets_T, n_tg
 
 
-def corrupt_row(rng, tokens_L, length, num_noise, num_spans, *, top_id: int, random_roll: bool,
+def sentinel_ids(vocab_info: vocab.VocabInfo, spans: int, skip: tuple[int, ...] = ()) -> np.ndarray:
+  """int32 [spans]: the id span k is replaced by, sentinels in order, those in `skip` left out."""
+  indices = [i for i in range(spans + len(skip)) if i not in skip][:spans]
+  return np.array([vocab_info.sentinel(i) for i in indices], np.int32)
+
+
+def corrupt_row(rng, tokens_L, length, num_noise, num_spans, *, top_id, random_roll: bool,
                 inputs_length: int, targets_length: int):
   """Span-corrupts the first `length` tokens of a left-aligned row."""
   noise_L = random_spans_noise_mask(rng, length, tokens_L.shape[0], num_noise, num_spans,
@@ -221,7 +232,8 @@ def span_corruption(batch, rng, *, vocab_info: vocab.VocabInfo, shapes: SpanShap
     tokens_L, length = rows.left_align(tokens_L, segments_L)
     num_noise, num_spans = counts[length, 0], counts[length, 1]
     inputs_S, n_in, targets_T, n_tg = corrupt_row(
-        key, tokens_L, length, num_noise, num_spans, top_id=vocab_info.sentinel(0),
+        key, tokens_L, length, num_noise, num_spans,
+        top_id=sentinel_ids(vocab_info, max(shapes.max_spans, 1)),
         random_roll=random_roll, inputs_length=inputs_length, targets_length=targets_length)
     return rows.encoder_decoder_example(
         inputs_S, (jnp.arange(inputs_length) < n_in).astype(jnp.int32),

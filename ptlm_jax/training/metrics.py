@@ -16,7 +16,7 @@ the last line of a step wins).  Each train write also prints one line:
 Throughput is measured over the steps since the previous write, on the host clock
 after the metrics are fetched (which waits for the device).  tokens/s counts the
 packed-row positions the input pipeline delivered (global batch x row length).
-MFU = FLOPs per step (flops.py, vocabulary projection included) / step time / peak of
+MFU = FLOPs per step (flops.py, the output head included) / step time / peak of
 all devices; `mfu_excl_head` leaves the projection out, like the peers' harness.
 
 `Profiler` writes a jax profiler trace (TensorBoard's profile tab) of the updates

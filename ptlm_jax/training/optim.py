@@ -7,7 +7,7 @@
 Schedule (n = step + 1 is the 1-based number of the update being made, W =
 `optim.warmup_steps`, S = `train.steps`, f = `optim.final_lr_frac`):
 
-  warmup(n) = min(1, n / W)                       (1 when W = 0)
+  warmup(n) = min(1, n / W)                       (1 when W = 0; rsqrt: always 1)
   p(n)      = clip((n - W) / (S - W), 0, 1)       progress through the decay
   constant  1
   linear    1 - (1 - f) * p
@@ -16,7 +16,10 @@ Schedule (n = step + 1 is the 1-based number of the update being made, W =
   lr(step)  = optim.lr * warmup(n) * decay(n)
 
 So the first update already moves (lr / W), the peak is reached at update W, and
-linear / cosine end exactly at f * lr on the last update.
+linear / cosine end exactly at f * lr on the last update.  `rsqrt` has no linear ramp:
+T5 (Raffel et al. 2020, sec. 3.1.2) holds the rate at 0.01 for the first 10^4 steps
+and then decays it as 1 / sqrt(step), i.e. lr = 1 / sqrt(max(n, 10^4)), which is
+lr 1e-2 with W = 10^4 here.
 
 Optimizers (all behind global-norm clipping when `optim.grad_clip_norm` > 0):
   adamw      optax.adamw, decoupled weight decay on the `decay_mask` leaves only.
@@ -67,7 +70,8 @@ def make_schedule(config) -> Schedule:
 
   def schedule(step):
     n = jnp.asarray(step, jnp.float32) + 1.0
-    warm = jnp.minimum(1.0, n / warmup) if warmup > 0 else 1.0
+    # T5's rsqrt "warm-up" is a constant stretch at the peak, not a ramp.
+    warm = jnp.minimum(1.0, n / warmup) if warmup > 0 and p.decay != 'rsqrt' else 1.0
     progress = jnp.clip((n - warmup) / decay_steps, 0.0, 1.0)
     if p.decay == 'constant':
       decay = 1.0

@@ -15,10 +15,14 @@ One pure step for all families (`make_train_step`):
   3. gradients and sums are added over microbatches and devices, then divided once by
      the total target weight: loss = sum(loss) / sum(weight), exactly as one big batch;
   4. the optax update is applied unless the loss or the gradient norm is NaN/Inf; then
-     the state is kept as it was (so no checkpoint can hold a poisoned state) and the
-     host either stops, naming the step (`train.nan_policy=stop`), or carries on (`skip`).
-Randomness is a function of (train.seed, step): a resumed run draws what an
-uninterrupted one would.
+     the params and moments are kept as they were (so no checkpoint can hold a poisoned
+     state), the schedule's count still advances with the step (the learning rate of
+     step n stays `schedule(n)` after a skip), and the host either stops, naming the
+     step (`train.nan_policy=stop`), or carries on (`skip`).
+Randomness is a function of (train.seed, step, global row): the objective's masks and,
+when the model has dropout, its dropout masks (the model runs vmapped over rows, each
+row with its own `dropout` key), so pmap, mesh, any device count or microbatch split,
+and a run resumed on another device count all draw the same numbers.
 
 Partitions (peft/partitions.py): every param gets a label from `config.peft` (or
 `Components.param_labels`); the step splits the params into the trainable and the
@@ -46,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from ptlm_jax import errors, flops
 from ptlm_jax.peft import partitions as peft
@@ -92,6 +97,10 @@ def build_components(config) -> Components:
   from ptlm_jax import models, objectives
   from ptlm_jax.data import pipeline, tokenizer as tokenizer_lib
   tokenizer = tokenizer_lib.get_tokenizer(config)
+  # Before the model is built: rows for the sentinels the objective needs (UL2 at 512).
+  note = objectives.reserve_sentinels(config, tokenizer.piece_count)
+  if note:
+    logging.warning('%s', note)
   objective = objectives.get_objective(config, tokenizer.vocab_info)
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count(),
                row_length=objective.raw_length)
@@ -128,6 +137,26 @@ def _chunk_tokens(config) -> int:
   return config.train.get('loss_chunk_tokens', 0)  # absent in configs saved before it existed
 
 
+def _apply(model, params, inputs, method=None, dropout_keys=None, **kwargs):
+  """model.apply; with `dropout_keys` (one key per row) vmapped over rows, each with its key.
+
+  Dropout masks then depend on the row alone, not on how many rows a device holds.
+  Outputs that do not depend on the row (the LM head's table) come back unbatched.
+  """
+  if dropout_keys is None:
+    return model.apply({'params': params}, **inputs, method=method, **kwargs)
+
+  def one_row(row_inputs, key):
+    return model.apply({'params': params}, **jax.tree.map(lambda x: x[None], row_inputs),
+                       method=method, rngs={'dropout': key}, **kwargs)
+
+  shapes = jax.eval_shape(one_row, jax.tree.map(lambda x: x[0], inputs), dropout_keys[0])
+  # Row-independent outputs (e.g. the vocabulary table) have no leading row axis of 1.
+  out_axes = jax.tree.map(lambda s: 0 if s.ndim and s.shape[0] == 1 else None, shapes)
+  out = jax.vmap(one_row, out_axes=out_axes)(inputs, dropout_keys)
+  return jax.tree.map(lambda x, a: x[:, 0] if a == 0 else x, out, out_axes)
+
+
 def model_loss(model, chunk_tokens: int, loss=None) -> Callable:
   """(params, inputs, targets, weights, z_loss, label_smoothing, **apply_kwargs) -> loss sums.
 
@@ -137,20 +166,22 @@ def model_loss(model, chunk_tokens: int, loss=None) -> Callable:
   `losses.projected_cross_entropy`, which never builds the [B, T, V] logits and computes
   their gradient in the same pass.  Otherwise the
   model's logits go to `loss` (default `losses.weighted_cross_entropy`).  Same sums.
+  `dropout_keys` (a keyword argument, one key per row): the model runs per row (`_apply`);
+  the loss always runs over the whole batch (so the fused path keeps its memory bound).
   """
   model_config = getattr(model, 'config', None)
   if (loss is None and chunk_tokens > 0 and hasattr(model, 'lm_head_inputs')
       and getattr(model_config, 'head', None) == 'lm'):
     def fused(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
-      h_BxTxD, table_VxD, bias_V = model.apply({'params': params}, **inputs,
-                                               method='lm_head_inputs', **kwargs)
+      h_BxTxD, table_VxD, bias_V = _apply(model, params, inputs, method='lm_head_inputs',
+                                          **kwargs)
       return losses.projected_cross_entropy(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT,
                                             z_loss, label_smoothing, chunk_tokens)
     return fused
   loss = loss or losses.weighted_cross_entropy
 
   def plain(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
-    logits_BxTxV = model.apply({'params': params}, **inputs, **kwargs)
+    logits_BxTxV = _apply(model, params, inputs, **kwargs)
     return loss(logits_BxTxV, targets_BxT, weights_BxT, z_loss=z_loss,
                 label_smoothing=label_smoothing)
   return plain
@@ -167,10 +198,16 @@ def make_train_step(model, objective, tx, config, par, loss=None, trainable=None
   split = ((lambda params: peft.partition(params, trainable)) if trainable is not None
            else (lambda params: (params, {})))
 
-  def loss_fn(train_params, frozen_params, inputs, targets_BxT, weights_BxT, dropout_rng):
+  # Dropout keys per row only when the model has dropout: the vmapped forward is then the
+  # price of layout-independent masks; without dropout the plain batched call runs.
+  per_row = config.model.dropout_rate > 0 or config.model.attention_dropout_rate > 0
+
+  def loss_fn(train_params, frozen_params, inputs, targets_BxT, weights_BxT, dropout_keys_B):
     params = peft.combine(train_params, frozen_params)
+    dropout = ({'dropout_keys': dropout_keys_B} if per_row
+               else {'rngs': {'dropout': dropout_keys_B[0]}})
     sums = sums_fn(params, inputs, targets_BxT, weights_BxT, o.z_loss, o.label_smoothing,
-                   deterministic=False, rngs={'dropout': dropout_rng})
+                   deterministic=False, **dropout)
     return sums['loss'], sums  # losses.py: 'loss' already includes the z-loss
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -178,28 +215,29 @@ def make_train_step(model, objective, tx, config, par, loss=None, trainable=None
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     rows = batch['tokens'].shape[0]
+    first_row = par.first_row(rows)
     inputs, targets, weights = apply_objective(objective, batch, jax.random.fold_in(rng, 0),
-                                               par.first_row(rows))
-    dropout_rng = par.device_rng(jax.random.fold_in(rng, 1))
+                                               first_row)
+    dropout_rng = jax.random.fold_in(rng, 1)
+    dropout_keys = jax.vmap(lambda i: jax.random.fold_in(dropout_rng, i))(
+        first_row + jnp.arange(rows))
     train_params, frozen_params = split(state.params)
 
     # -- gradients of the summed loss (trainable leaves only), accumulated over microbatches --
     if m == 1:
-      grads, sums = grad_fn(train_params, frozen_params, inputs, targets, weights, dropout_rng)
+      grads, sums = grad_fn(train_params, frozen_params, inputs, targets, weights, dropout_keys)
     else:
       micro = jax.tree.map(lambda x: par.constrain_microbatches(_split_microbatches(x, m)),
-                           (inputs, targets, weights))
+                           (inputs, targets, weights, dropout_keys))
       first = jax.tree.map(lambda x: x[0], micro)
-      shapes = jax.eval_shape(grad_fn, train_params, frozen_params, *first, dropout_rng)
+      shapes = jax.eval_shape(grad_fn, train_params, frozen_params, *first)
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
 
       def accumulate(carry, xs):
-        i, (mb_inputs, mb_targets, mb_weights) = xs
-        out = grad_fn(train_params, frozen_params, mb_inputs, mb_targets, mb_weights,
-                      jax.random.fold_in(dropout_rng, i))
+        out = grad_fn(train_params, frozen_params, *xs)
         return jax.tree.map(lambda a, b: a + b.astype(jnp.float32), carry, out), None
 
-      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(m), micro))
+      (grads, sums), _ = jax.lax.scan(accumulate, zeros, micro)
       grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, train_params)
 
     # -- summed over devices, divided once --
@@ -209,16 +247,36 @@ def make_train_step(model, objective, tx, config, par, loss=None, trainable=None
     grad_norm = optax.tree.norm(grads)
 
     # -- update, unless something is NaN/Inf --
-    updates, opt_state = tx.update(grads, state.opt_state, train_params)
-    new_params = optax.apply_updates(train_params, updates)
     finite = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    state = TrainState(step=state.step + 1,
-                       params=peft.combine(keep(new_params, train_params), frozen_params),
-                       opt_state=keep(opt_state, state.opt_state))
+
+    def update(_):
+      updates, opt_state = tx.update(grads, state.opt_state, train_params)
+      return optax.apply_updates(train_params, updates), opt_state
+
+    def skip(_):
+      return train_params, _advance_schedule(state.opt_state)
+
+    # One branch runs: no per-leaf select over params and optimizer state (a where() would
+    # read both versions of every leaf), and a skipped step does no optimizer work.
+    # `finite` is the same on every device (it comes from summed values).
+    new_params, opt_state = jax.lax.cond(finite, update, skip, None)
+    state = TrainState(step=state.step + 1, params=peft.combine(new_params, frozen_params),
+                       opt_state=opt_state)
     return state, {**sums, 'grad_norm': grad_norm, 'finite': finite.astype(jnp.float32)}
 
   return train_step
+
+
+def _advance_schedule(opt_state):
+  """opt_state with every schedule count (optax.ScaleByScheduleState) one step on.
+
+  A skipped step keeps params and moments (Adam's and Adafactor's own counts say how many
+  updates built them) but moves the learning rate on, so that it stays `schedule(step)`.
+  """
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+  return jax.tree.map(
+      lambda x: optax.ScaleByScheduleState(count=optax.safe_int32_increment(x.count))
+      if is_schedule(x) else x, opt_state, is_leaf=is_schedule)
 
 
 def make_eval_step(model, objective, par, loss=None, config=None) -> Callable:
