@@ -90,6 +90,26 @@ def test_bootstrap_p_value_bounds():
   assert stats.p_value(np.array([-1.0] * 30 + [1.0] * 969)) == pytest.approx(0.062)
 
 
+def test_sign_flip_test_is_mcnemar_for_one_run():
+  # 1 disagreement for a, 7 for b among 8, plus 100 agreements: exact p = 18 / 256.
+  a = np.array([1] + [0] * 7 + [1] * 50 + [0] * 50)
+  b = np.array([0] + [1] * 7 + [1] * 50 + [0] * 50)
+  p = stats.sign_flip_p(stats.correct_counts(a), stats.correct_counts(b), stats.accuracy,
+                        permutations=20_000, seed=8)
+  assert p == pytest.approx(18 / 256, abs=0.006)   # Monte Carlo error ~ 0.002
+  # 4 disagreements, all one way: McNemar says 2 / 16 = 0.125, where the bootstrap says ~0.04
+  # (it only sees 'all 4 absent' on the far side: (1 - 4/n)^n ~ e^-4).
+  a, b = np.array([1] * 4 + [0] * 196), np.array([0] * 200)
+  ca, cb = stats.correct_counts(a), stats.correct_counts(b)
+  assert stats.sign_flip_p(ca, cb, stats.accuracy, 20_000, seed=9) == pytest.approx(0.125, abs=0.01)
+  reps = stats.bootstrap({'a': ca, 'b': cb}, stats.accuracy, replicates=4000, seed=10)
+  assert stats.p_value(reps['a'] - reps['b']) == pytest.approx(2 * math.exp(-4), abs=0.015)
+  # Identical models: every permutation is as extreme as the observed 0.
+  assert stats.sign_flip_p(ca, ca, stats.accuracy, 100) == 1.0
+  with pytest.raises(ValueError):
+    stats.sign_flip_p(ca, ca[:10], stats.accuracy)
+
+
 def test_two_example_bootstrap_interval_is_exact():
   # Values 0 and 1: a resample's mean is 0, 1/2 or 1 with chances 1/4, 1/2, 1/4.
   reps = stats.bootstrap({'a': stats.correct_counts([0, 1])}, stats.accuracy,
