@@ -101,12 +101,17 @@ def predict_counts(config, params, data) -> np.ndarray:
 
 
 def run_counts(workdir: str) -> np.ndarray:
-  """Per-example counts of a finished fine-tuning run's last checkpoint (cached)."""
+  """Per-example counts of a finished fine-tuning run's last checkpoint (cached).
+
+  Any method: a PEFT run's adapter-only checkpoint comes back whole (from_pretrained).
+  """
   path = os.path.join(workdir, COUNTS_FILE)
   if os.path.exists(path):
     return np.load(path)
   from ptlm_jax import pretrained  # pylint: disable=g-import-not-at-top
-  config, params = pretrained.load_workdir_params(workdir)
+  config = pretrained.run_config(workdir)
+  # The whole model: an adapter-only (PEFT) checkpoint over its base, LoRA merged.
+  _, params, _ = pretrained.from_pretrained(workdir)
   counts = predict_counts(config, params, _eval_data(config))
   np.save(path, counts)
   return counts
