@@ -6,7 +6,7 @@
 The paired statistics (experiments/stats.py) need every model's result on every
 validation example, not only the run's final metric, so after a fine-tuning run its
 last checkpoint predicts the validation split again here and the per-example counts are
-kept in the run directory (`counts.npy`; a rerun reads them back):
+kept in the run directory (`counts-<step>.npy`; a rerun reads them back):
 
   rotten_tomatoes  sentiment (classification head)  counts (correct, 1)   -> accuracy
   shakespeare_ner  silver NER (token head)          counts (tp, fp, fn)   -> entity F1
@@ -30,7 +30,7 @@ import numpy as np
 from experiments import stats
 from experiments.compare_objectives import baselines
 
-COUNTS_FILE = 'counts.npy'
+COUNTS_FILE = 'counts-{step}.npy'  # per checkpoint step: a resumed, longer run is scored anew
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +100,18 @@ def predict_counts(config, params, data) -> np.ndarray:
   raise ValueError(f'no per-example counts for task {t.name!r}')
 
 
+def counts_path(workdir: str) -> str:
+  """Where the per-example counts of the run's latest checkpoint are kept."""
+  from ptlm_jax import pretrained  # pylint: disable=g-import-not-at-top
+  return os.path.join(workdir, COUNTS_FILE.format(step=pretrained.latest_step(workdir)))
+
+
 def run_counts(workdir: str) -> np.ndarray:
   """Per-example counts of a finished fine-tuning run's last checkpoint (cached).
 
   Any method: a PEFT run's adapter-only checkpoint comes back whole (from_pretrained).
   """
-  path = os.path.join(workdir, COUNTS_FILE)
+  path = counts_path(workdir)
   if os.path.exists(path):
     return np.load(path)
   from ptlm_jax import pretrained  # pylint: disable=g-import-not-at-top

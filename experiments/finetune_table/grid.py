@@ -97,7 +97,7 @@ def write_cell(run_dir: str, task: str, family: str, method: str, steps: int,
   """The run's final task metric (TensorBoard events) and parameter counts, saved.
 
   For the comparison's tasks (downstream.TASKS) the run's per-example counts are kept
-  too (`counts.npy`), which the table's intervals and tests read.
+  too (`counts-<step>.npy`), which the table's intervals and tests read.
   """
   scalars = collect.read_scalars(run_dir)
   with open(os.path.join(run_dir, 'params_report.json'), encoding='utf-8') as f:
@@ -109,7 +109,7 @@ def write_cell(run_dir: str, task: str, family: str, method: str, steps: int,
               seconds=seconds, seed=seed)
   if task in downstream.TASKS:
     downstream.run_counts(run_dir)
-    cell['counts'] = downstream.COUNTS_FILE
+    cell['counts'] = os.path.basename(downstream.counts_path(run_dir))
   with open(os.path.join(run_dir, CELL_FILE), 'w', encoding='utf-8') as f:
     json.dump(cell, f, indent=2)
   return cell
