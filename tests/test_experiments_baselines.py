@@ -23,6 +23,9 @@ def test_words_and_presence():
       'it', "isn't", 'a', 'film', "it's", '2', 'films']
   x = baselines.presence(['a b a', 'c'], {'a': 0, 'c': 1})
   np.testing.assert_array_equal(x, [[1, 0], [0, 1]])
+  # Distinct ids per text, padded with the vocabulary size (2 here).
+  np.testing.assert_array_equal(baselines.word_ids(['c a b a', 'b'], {'a': 0, 'c': 1}),
+                                [[0, 1], [2, 2]])
 
 
 def test_majority_class():
@@ -36,7 +39,8 @@ def test_logistic_regression_matches_scikit_learn():
   vocabulary = {w: i for i, w in enumerate(sorted({w for t in texts for w in baselines.words(t)}))}
   x = baselines.presence(texts, vocabulary)
   l2 = 1e-2
-  W, b = baselines.fit_logistic(x, y, np.ones((1, len(y))), [l2], num_classes=2)
+  W, b = baselines.fit_logistic(baselines.word_ids(texts, vocabulary), len(vocabulary), y,
+                                np.ones((1, len(y))), [l2], num_classes=2)
   # Softmax over 2 classes with l2 / 2 (|W0|^2 + |W1|^2) on the mean loss is binary logistic
   # regression with w = W1 - W0 and penalty l2 / 4 |w|^2, i.e. scikit-learn's C = 2 / (l2 N).
   ref = linear_model.LogisticRegression(C=2 / (l2 * len(y)), tol=1e-10, max_iter=10_000).fit(x, y)
