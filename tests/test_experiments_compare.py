@@ -136,7 +136,7 @@ def test_paired_statistics_and_verdict():
   assert float(rows['t5'][6]) < 0.05 < float(rows['t5'][7])  # 4 disagreements: see test_stats
   text = report.verdict(summary)
   assert 'significantly (p < 0.05), for mlm (bert, +35.0 points, p < 0.001)' in text
-  assert 'Not significant (the 95% interval of the gain contains 0): causal_lm (gpt, +0.0 points' in text
+  assert 'No significant difference from scratch (p >= 0.05): causal_lm (gpt, +0.0 points' in text
   assert 'mlm transfers best: it ranks first in every resample' in text
   assert 'every pretrained model beats it significantly' not in text  # t5 is at 0.50
 
@@ -148,7 +148,7 @@ def test_an_unsettled_ranking_is_reported_as_such():
                       't5': ([right(99)], [right(100)])})
   summary = analysis.summarize(results, replicates=500)['rotten_tomatoes']
   text = report.verdict(summary)
-  assert text.startswith('Not significant (the 95% interval of the gain contains 0): mlm (bert')
+  assert text.startswith('No significant difference from scratch (p >= 0.05): mlm (bert')
   assert 'The ranking is not settled: mlm has the best accuracy' in text
 
 

@@ -114,7 +114,7 @@ def verdict(summary: analysis.TaskSummary) -> str:
   if down:
     out.append(f'Pretraining is significantly worse than training from scratch for {_names(down)}.')
   if flat:
-    out.append(f'Not significant (the 95% interval of the gain contains 0): {_names(flat)}.')
+    out.append(f'No significant difference from scratch (p >= {ALPHA}): {_names(flat)}.')
   best = min(objs, key=lambda o: o.rank.observed)
   r = best.rank
   if r.high <= 1:
