@@ -56,6 +56,8 @@ def test_cells_with_counts_get_intervals_and_a_paired_test(tmp_path):
   full, lora = line.split(' | ')[3:5]
   assert full.startswith('80.0 [') and full.endswith('(100%)')
   assert lora.startswith('70.0 [') and ' Δ -10.0 p 0.0' in lora
+  # A method not run yet (an interrupted grid) is a dash, beside cells with intervals.
+  assert table.format_table(cells[:2], ['full', 'lora'], str(tmp_path)).endswith('| – |')
   # Without counts: mean ± standard deviation over the seeds.
   plain = [dict(c, counts=None, value=v) for c, v in zip(cells[:2], (0.5, 0.7))]
   assert '60.0 ± 14.1 (100%)' in table.format_table(plain, ['full'], str(tmp_path))

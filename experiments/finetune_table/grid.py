@@ -127,7 +127,7 @@ def write_table(workdir: str, results: list[dict], methods) -> str:
 
 def _counts(workdir: str, cells: list[dict]) -> np.ndarray | None:
   """F x N x K per-example counts of a cell's seeds, or None when some run has none."""
-  if not workdir or not all(c.get('counts') for c in cells):
+  if not workdir or not cells or not all(c.get('counts') for c in cells):
     return None
   paths = [os.path.join(run_dir(workdir, c['task'], c['family'], c['method'], c.get('seed', 0)),
                         c['counts']) for c in cells]
