@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from benchmarks import speed as benchmark, train_step as benchmark_train
-from ptlm_jax import models, objectives
+from ptlm_jax import errors, models, objectives
 from ptlm_jax.data import vocab
 from ptlm_jax.training import losses, train
 
@@ -253,7 +253,7 @@ def test_shape_overrides_reach_our_config_and_both_command_lines(monkeypatch, ca
           m.d_ff, c.data.seq_len, c.objective.targets_length, c.train.batch_size) == (
               1000, 96, 3, 3, 3, 32, 200, 40, 12, 5)
   assert benchmark_train.preset_config('gpt', 'small', dict(seq=1024)).model.max_len == 1024
-  with pytest.raises(benchmark_train.errors.ConfigError):
+  with pytest.raises(errors.ConfigError):
     benchmark_train.preset_config('gpt', 'small', dict(d_model=100, heads=3))
 
   cmds = []

@@ -13,13 +13,16 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
-from experiments.compare_objectives import plan, report, runner  # pylint: disable=g-import-not-at-top
+from experiments.compare_objectives import downstream, plan, report, runner  # pylint: disable=g-import-not-at-top
 from ptlm_jax import errors
 
 _DEFAULTS = plan.Settings()
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/compare', 'Where the runs, report.md and the plots go.')
-flags.DEFINE_integer('seeds', 1, 'Repeat everything with seeds 0..N-1; report mean ± std.')
+flags.DEFINE_integer('seeds', 1, 'Pretraining seeds 0..N-1 (each pretrains, then fine-tunes).')
+flags.DEFINE_integer('finetune_seeds', _DEFAULTS.finetune_seeds,
+                     'Fine-tuning runs per pretrained (and from-scratch) model and task.')
+flags.DEFINE_list('tasks', list(_DEFAULTS.tasks), 'Downstream tasks: rotten_tomatoes, shakespeare_ner.')
 flags.DEFINE_enum('corpus', _DEFAULTS.corpus, ['news', 'shakespeare'], 'Pretraining corpus.')
 flags.DEFINE_float('budget_flops', _DEFAULTS.budget_flops,
                    'Training FLOPs of each pretraining run (steps = budget / FLOPs per step).')
@@ -28,6 +31,9 @@ flags.DEFINE_integer('finetune_steps', _DEFAULTS.finetune_steps,
 flags.DEFINE_float('finetune_lr', _DEFAULTS.finetune_lr, 'Fine-tuning peak learning rate.')
 flags.DEFINE_string('finetune_train_split', _DEFAULTS.finetune_train_split,
                     "Labelled rotten_tomatoes examples used, e.g. 'train[:2000]'.")
+flags.DEFINE_integer('ner_steps', _DEFAULTS.ner_steps, 'shakespeare_ner fine-tuning updates (batch 32).')
+flags.DEFINE_string('ner_train_split', _DEFAULTS.ner_train_split,
+                    "Labelled shakespeare_ner speeches used, e.g. 'train[:2000]'.")
 
 
 def main(argv):
@@ -35,13 +41,21 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:  # orbax and TFDS log every file at INFO
     logging.set_verbosity(logging.WARNING)
-  if FLAGS.seeds < 1:
-    print(f'error: --seeds={FLAGS.seeds} is invalid: expected an integer >= 1', file=sys.stderr)
+  for name in ('seeds', 'finetune_seeds'):
+    if FLAGS[name].value < 1:
+      print(f'error: --{name}={FLAGS[name].value} is invalid: expected an integer >= 1',
+            file=sys.stderr)
+      sys.exit(2)
+  unknown = [t for t in FLAGS.tasks if t not in downstream.TASKS]
+  if unknown or not FLAGS.tasks:
+    print(f'error: --tasks={",".join(FLAGS.tasks)} is invalid: expected some of '
+          f'{", ".join(downstream.TASKS)}', file=sys.stderr)
     sys.exit(2)
   settings = dataclasses.replace(
       _DEFAULTS, corpus=FLAGS.corpus, budget_flops=FLAGS.budget_flops,
       finetune_steps=FLAGS.finetune_steps, finetune_lr=FLAGS.finetune_lr,
-      finetune_train_split=FLAGS.finetune_train_split)
+      finetune_train_split=FLAGS.finetune_train_split, finetune_seeds=FLAGS.finetune_seeds,
+      tasks=tuple(FLAGS.tasks), ner_steps=FLAGS.ner_steps, ner_train_split=FLAGS.ner_train_split)
   started = time.perf_counter()
   try:
     results = runner.run(settings, FLAGS.workdir, seeds=FLAGS.seeds)

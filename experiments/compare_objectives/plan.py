@@ -16,11 +16,12 @@ architecture it implies) differs.  T5's span corruption reads rows of
 `objective.raw_length` > seq_len packed tokens, so it sees a little more text per step;
 the report lists the tokens each run read.
 
-Fine-tuning (rotten_tomatoes, the same recipe for every model): a classification head
-on the backbone (BERT [CLS], GPT last token, T5 encoder mean), AdamW with linear warmup
-and decay, `finetune_steps` updates of batch 32; the pretrained model starts from the
-pretraining workdir (init.source), the from-scratch model is the identical config with
-random weights (same tokenizer, architecture, data order and dropout).
+Fine-tuning (rotten_tomatoes and shakespeare_ner, the same recipe for every model): a
+classification head on the mean of the final hidden states (sentiment) or a token
+classification head (NER), AdamW with linear warmup and decay, `finetune_steps` /
+`ner_steps` updates of batch 32, `finetune_seeds` seeds; the pretrained model starts from
+the pretraining workdir (init.source), the from-scratch model is the identical config with
+random weights (same tokenizer, architecture, seeds, data order and dropout).
 """
 from __future__ import annotations
 
@@ -48,11 +49,17 @@ class Settings:
   batch_size: int = 32
   eval_points: int = 6              # validation evaluations over a pretraining run
   eval_steps: int = 8               # validation batches per evaluation
-  finetune_steps: int = 100         # rotten_tomatoes updates (batch 32)
+  # Fine-tuning recipe, the same for every model; steps and splits chosen from measured
+  # validation curves (README, "Fine-tuning recipe"), seeds by the 15-minute budget.
+  finetune_seeds: int = 2           # fine-tuning runs per model and task (seeds 0..F-1)
+  tasks: tuple[str, ...] = ('rotten_tomatoes', 'shakespeare_ner')
+  finetune_steps: int = 300         # rotten_tomatoes updates (batch 32): ~1 epoch
   finetune_lr: float = 1e-3
-  finetune_train_split: str = 'train[:1000]'  # labelled examples: few, where transfer matters
-  finetune_eval_examples: int = 0   # task metrics on the first N validation snippets (0: all)
+  finetune_train_split: str = 'train'  # all 10,256 labelled snippets
+  finetune_eval_examples: int = 0   # task metrics on the first N validation examples (0: all)
   finetune_batch_size: int = 32
+  ner_steps: int = 200              # shakespeare_ner updates (batch 32): 1.6 epochs
+  ner_train_split: str = 'train[:4000]'  # labelled speeches
   min_steps: int = 1                # a floor on pretraining steps
   num_devices: int = 0              # devices each run uses (0: all)
 
@@ -134,34 +141,40 @@ def pretraining_runs(settings: Settings, seed: int) -> list[Run]:
   return runs
 
 
+def finetune_seed(seed: int, ft_seed: int) -> int:
+  """The train / data-order seed of fine-tuning run `ft_seed` of pretraining seed `seed`."""
+  return seed + 1000 * ft_seed  # ft_seed 0 keeps the pretraining seed, as before
+
+
 def finetune_config(settings: Settings, family: str, source: str, seed: int,
-                    pretrained: bool):
-  """rotten_tomatoes with a head, from `source` (pretrained) or the same model at random."""
+                    pretrained: bool, task: str = 'rotten_tomatoes', ft_seed: int = 0):
+  """`task` with a head, from `source` (pretrained) or the same model at random weights."""
   # pylint: disable=g-import-not-at-top
   from experiments import config_files
   from ptlm_jax.training import pretrained as pretrained_lib
   s = settings
-  c = config_files.load(f'configs/finetune/rotten_tomatoes.py:{family},head')
+  head = ',head' if task == 'rotten_tomatoes' else ''  # NER always has a head
+  c = config_files.load(f'configs/finetune/{task}.py:{family}{head}')
   c.data.corpus = s.corpus
-  c.data.train_split = s.finetune_train_split
-  c.data.shuffle_seed = seed
-  c.train.seed = seed
+  c.data.train_split = s.finetune_train_split if task == 'rotten_tomatoes' else s.ner_train_split
+  c.data.shuffle_seed = c.train.seed = finetune_seed(seed, ft_seed)
   c.init.source = os.path.abspath(source)
   # The same model either way: the source's architecture and tokenizer, fixed here.
   pretrained_lib.inherit_fields(c, pretrained_lib.load_source(c))
   if not pretrained:
     c.init.source = ''
   c.model.dropout_rate = c.model.attention_dropout_rate = 0.1
-  # One head for all three: the mean of the final hidden states.  ([CLS] is never trained
-  # by MLM here and GPT's last token by next-token prediction only.)
-  c.model.pooling = 'mean'
+  if c.model.head == 'sequence_classification':
+    # One head for all three: the mean of the final hidden states.  ([CLS] is never
+    # trained by MLM here and GPT's last token by next-token prediction only.)
+    c.model.pooling = 'mean'
   o, t = c.optim, c.train
   o.lr = s.finetune_lr
   t.batch_size = s.finetune_batch_size
-  t.steps = s.finetune_steps
-  o.warmup_steps = max(1, s.finetune_steps // 10)
-  t.eval_every = t.checkpoint_every = s.finetune_steps
-  t.log_every = max(1, s.finetune_steps // 5)
+  t.steps = s.finetune_steps if task == 'rotten_tomatoes' else s.ner_steps
+  o.warmup_steps = max(1, t.steps // 10)
+  t.eval_every = t.checkpoint_every = t.steps
+  t.log_every = max(1, t.steps // 5)
   t.eval_steps = 4
   t.keep_checkpoints = 1
   t.keep_best_by = ''

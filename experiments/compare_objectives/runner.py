@@ -20,11 +20,12 @@ import os
 import time
 from typing import Callable
 
+import numpy as np
+
 from experiments import collect
-from experiments.compare_objectives import plan
+from experiments.compare_objectives import downstream, plan
 
 WALL_TIME_FILE = 'wall_time.json'
-VALIDATION_EXAMPLES = 1181  # rotten_tomatoes validation snippets (data/corpora.py)
 
 
 @dataclasses.dataclass
@@ -45,13 +46,18 @@ class PretrainResult:
 
 @dataclasses.dataclass
 class FinetuneResult:
-  seed: int
+  seed: int                         # pretraining seed
+  ft_seed: int                      # fine-tuning seed (0..finetune_seeds-1)
+  task: str                         # downstream.TASKS
   family: str
   pretrained: bool
-  accuracy: float                   # rotten_tomatoes validation accuracy (task_accuracy)
-  f1: float
-  examples: int                     # validation snippets the accuracy is over
+  score: float                      # the task metric (accuracy | entity F1) from `counts`
+  counts: np.ndarray                # per validation example (downstream.py): N x K
   seconds: float
+
+  @property
+  def examples(self) -> int:
+    return len(self.counts)
 
 
 @dataclasses.dataclass
@@ -59,7 +65,8 @@ class Results:
   settings: plan.Settings
   pretraining: list[PretrainResult]
   finetuning: list[FinetuneResult]
-  seconds: float = 0.0
+  baselines: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+  seconds: float = 0.0              # {task: {baseline: per-example counts}} above
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -100,7 +107,7 @@ def run(settings: plan.Settings, workdir: str, seeds: int = 1,
   enable_compilation_cache(os.path.join(workdir, '.jax_cache'))
   started = time.perf_counter()
   results = Results(settings, [], [])
-  total = seeds * len(plan.FAMILIES) * 3
+  total = seeds * len(plan.FAMILIES) * (1 + 2 * len(settings.tasks) * settings.finetune_seeds)
   done = 0
   for seed in range(seeds):
     log(f'[compare] seed {seed}: tokenizer ({settings.sp_vocab_size} pieces on '
@@ -126,25 +133,31 @@ def run(settings: plan.Settings, workdir: str, seeds: int = 1,
           eval_perplexity=_final(scalars, 'eval/perplexity'),
           curve=[(step * r.flops_per_step, v) for step, v in scalars.get('eval/loss', [])],
           seconds=seconds))
-      for pretrained in (True, False):
-        kind = 'pretrained' if pretrained else 'scratch'
-        ft_dir = os.path.join(seed_dir, f'{r.family}-finetune-{kind}')
-        config = plan.finetune_config(settings, r.family, pre_dir, seed, pretrained)
-        done += 1
-        log(f'[compare {done}/{total}] fine-tuning {r.family} on rotten_tomatoes '
-            f'({kind}), {config.train.steps} steps -> {ft_dir}')
-        seconds = _timed_run(config, ft_dir)
-        scalars = collect.read_scalars(ft_dir)
-        results.finetuning.append(FinetuneResult(
-            seed=seed, family=r.family, pretrained=pretrained,
-            accuracy=_final(scalars, 'eval/task_accuracy'), f1=_final(scalars, 'eval/task_f1'),
-            examples=settings.finetune_eval_examples or VALIDATION_EXAMPLES, seconds=seconds))
-        log(f'[compare]   {r.family} {kind}: rotten_tomatoes accuracy '
-            f'{results.finetuning[-1].accuracy:.4f}')
+      for task in settings.tasks:
+        if task not in results.baselines:  # the same training examples as the fine-tunes
+          config = plan.finetune_config(settings, r.family, pre_dir, seed, True, task)
+          results.baselines[task] = downstream.baseline_counts(config)
+        for ft_seed in range(settings.finetune_seeds):
+          for pretrained in (True, False):
+            done += 1
+            results.finetuning.append(_finetune(settings, r.family, pre_dir, seed, ft_seed, task,
+                                                pretrained, f'[compare {done}/{total}]', log))
   results.seconds = time.perf_counter() - started
   return results
 
 
+def _finetune(settings, family, pre_dir, seed, ft_seed, task, pretrained, prefix, log):
+  """One fine-tuning run (or its finished directory) and its per-example counts."""
+  kind = 'pretrained' if pretrained else 'scratch'
+  ft_dir = os.path.join(os.path.dirname(pre_dir), f'{family}-{task}-{kind}-ft{ft_seed}')
+  config = plan.finetune_config(settings, family, pre_dir, seed, pretrained, task, ft_seed)
+  log(f'{prefix} fine-tuning {family} on {task} ({kind}, fine-tuning seed {ft_seed}), '
+      f'{config.train.steps} steps -> {ft_dir}')
+  seconds = _timed_run(config, ft_dir)
+  counts = downstream.run_counts(ft_dir)
+  score = float(downstream.TASKS[task].metric(counts.sum(axis=0)))
+  log(f'[compare]   {family} {kind}: {task} {downstream.TASKS[task].metric_label} {score:.4f}')
+  return FinetuneResult(seed, ft_seed, task, family, pretrained, score, counts, seconds)
 
 
 def ensure_pretrained(settings: plan.Settings, families, directory: str,
