@@ -103,8 +103,8 @@ def predict_counts(config, params, data) -> np.ndarray:
 
 def counts_path(workdir: str) -> str:
   """Where the per-example counts of the run's latest checkpoint are kept."""
-  from ptlm_jax.training import pretrained  # pylint: disable=g-import-not-at-top
-  return os.path.join(workdir, COUNTS_FILE.format(step=pretrained.latest_step(workdir)))
+  from ptlm_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  return os.path.join(workdir, COUNTS_FILE.format(step=checkpoint.latest_step(workdir)))
 
 
 def run_counts(workdir: str) -> np.ndarray:
@@ -115,8 +115,8 @@ def run_counts(workdir: str) -> np.ndarray:
   path = counts_path(workdir)
   if os.path.exists(path):
     return np.load(path)
-  from ptlm_jax.training import pretrained  # pylint: disable=g-import-not-at-top
-  config = pretrained.run_config(workdir)
+  from ptlm_jax.training import checkpoint, pretrained  # pylint: disable=g-import-not-at-top
+  config = checkpoint.run_config(workdir)
   # The whole model: an adapter-only (PEFT) checkpoint over its base, LoRA merged.
   _, params, _ = pretrained.from_pretrained(workdir)
   counts = predict_counts(config, params, _eval_data(config))
