@@ -116,7 +116,9 @@ def model_masks(family: str, n: int) -> dict[str, np.ndarray]:
     def record(next_fun, args, kwargs, context):
       if isinstance(context.module, attention.Attention) and context.method_name == '__call__':
         mask = args[2] if len(args) > 2 else kwargs['mask_Bx1xTxS']
-        masks[context.module.name] = mask[0, 0]
+        # Stacks pass the mask as an additive float bias (0 allowed, NEG_INF masked).
+        allowed = mask if mask.dtype == jnp.bool_ else mask > attention.NEG_INF / 2
+        masks[context.module.name] = allowed[0, 0]
       return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
