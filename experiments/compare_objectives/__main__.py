@@ -4,14 +4,13 @@ r"""Command line of the objective comparison (see __init__.py).
 """
 import dataclasses
 import os
-import sys
 import time
 
 # Before TensorFlow (under TFDS) loads: keep its C++ start-up lines off the console.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
-from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+from absl import app, flags  # pylint: disable=g-import-not-at-top
 
 from experiments.compare_objectives import downstream, plan, report, runner  # pylint: disable=g-import-not-at-top
 from ptlm_jax import errors
@@ -36,32 +35,21 @@ flags.DEFINE_string('ner_train_split', _DEFAULTS.ner_train_split,
                     "Labelled shakespeare_ner speeches used, e.g. 'train[:2000]'.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:  # orbax and TFDS log every file at INFO
-    logging.set_verbosity(logging.WARNING)
+def run():
   for name in ('seeds', 'finetune_seeds'):
     if FLAGS[name].value < 1:
-      print(f'error: --{name}={FLAGS[name].value} is invalid: expected an integer >= 1',
-            file=sys.stderr)
-      sys.exit(2)
+      raise errors.UserError(f'--{name}={FLAGS[name].value} is invalid: expected an integer >= 1')
   unknown = [t for t in FLAGS.tasks if t not in downstream.TASKS]
   if unknown or not FLAGS.tasks:
-    print(f'error: --tasks={",".join(FLAGS.tasks)} is invalid: expected some of '
-          f'{", ".join(downstream.TASKS)}', file=sys.stderr)
-    sys.exit(2)
+    raise errors.UserError(f'--tasks={",".join(FLAGS.tasks)} is invalid: expected some of '
+                           f'{", ".join(downstream.TASKS)}')
   settings = dataclasses.replace(
       _DEFAULTS, corpus=FLAGS.corpus, budget_flops=FLAGS.budget_flops,
       finetune_steps=FLAGS.finetune_steps, finetune_lr=FLAGS.finetune_lr,
       finetune_train_split=FLAGS.finetune_train_split, finetune_seeds=FLAGS.finetune_seeds,
       tasks=tuple(FLAGS.tasks), ner_steps=FLAGS.ner_steps, ner_train_split=FLAGS.ner_train_split)
   started = time.perf_counter()
-  try:
-    results = runner.run(settings, FLAGS.workdir, seeds=FLAGS.seeds)
-  except errors.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  results = runner.run(settings, FLAGS.workdir, seeds=FLAGS.seeds)
   results.seconds = time.perf_counter() - started
   paths = report.write(results, os.path.abspath(FLAGS.workdir), FLAGS.seeds)
   print()
@@ -72,4 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.one_line_errors(run))

@@ -5,13 +5,12 @@ r"""Runs the task x family x method grid and writes the table (see __init__.py).
 import contextlib
 import io
 import os
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
-from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+from absl import app, flags  # pylint: disable=g-import-not-at-top
 
 from experiments.compare_objectives import plan, runner  # pylint: disable=g-import-not-at-top
 from experiments.finetune_table.grid import (  # pylint: disable=g-import-not-at-top
@@ -34,11 +33,7 @@ flags.DEFINE_list('methods', list(METHODS), 'Methods to run.')
 flags.DEFINE_bool('collect_only', False, 'Train nothing: the table of the runs already finished.')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+def run():
   from ptlm_jax import main  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(FLAGS.workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -46,38 +41,33 @@ def main(argv):
   grid = [(t, f, m, k) for t in FLAGS.tasks for f in TASK_FAMILIES[t][0] if f in FLAGS.families
           for m in FLAGS.methods for k in range(FLAGS.seeds)]
   families = sorted({f for _, f, _, _ in grid})
-  try:
-    sources = {} if FLAGS.collect_only else runner.ensure_pretrained(
-        plan.Settings(), families, FLAGS.pretrained)
-    results = []
-    for i, (task, family, method, seed) in enumerate(grid):
-      directory = run_dir(workdir, task, family, method, seed)
-      steps = recipe(task, FLAGS.steps)[0]
-      cell = read_cell(directory, steps)
-      if cell is None and not FLAGS.collect_only:
-        config = run_config(task, family, method, sources[family], FLAGS.steps,
-                            FLAGS.eval_examples, seed)
-        print(f'[table {i + 1}/{len(grid)}] {task} {family} {method} seed {seed} -> {directory}',
-              flush=True)
-        started = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # one line per run is enough here
-          main.run(config, directory)
-        cell = write_cell(directory, task, family, method, steps,
-                          time.perf_counter() - started, seed)
-        print(f'[table]   {cell["metric"]} {cell["value"]:.4f}, trainable '
-              f'{100 * cell["trainable"] / cell["total"]:.2f}% ({cell["seconds"]:.0f}s)', flush=True)
-      if cell is None and FLAGS.collect_only and finished(directory, task, steps):
-        cell = write_cell(directory, task, family, method, steps, float('nan'), seed)
-      if cell is not None:
-        results.append(cell)
-        # Written after every run, so an interrupted grid still leaves its table.
-        write_table(workdir, results, FLAGS.methods)
-  except errors.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  sources = {} if FLAGS.collect_only else runner.ensure_pretrained(
+      plan.Settings(), families, FLAGS.pretrained)
+  results = []
+  for i, (task, family, method, seed) in enumerate(grid):
+    directory = run_dir(workdir, task, family, method, seed)
+    steps = recipe(task, FLAGS.steps)[0]
+    cell = read_cell(directory, steps)
+    if cell is None and not FLAGS.collect_only:
+      config = run_config(task, family, method, sources[family], FLAGS.steps,
+                          FLAGS.eval_examples, seed)
+      print(f'[table {i + 1}/{len(grid)}] {task} {family} {method} seed {seed} -> {directory}',
+            flush=True)
+      started = time.perf_counter()
+      with contextlib.redirect_stdout(io.StringIO()):  # one line per run is enough here
+        main.run(config, directory)
+      cell = write_cell(directory, task, family, method, steps,
+                        time.perf_counter() - started, seed)
+      print(f'[table]   {cell["metric"]} {cell["value"]:.4f}, trainable '
+            f'{100 * cell["trainable"] / cell["total"]:.2f}% ({cell["seconds"]:.0f}s)', flush=True)
+    if cell is None and FLAGS.collect_only and finished(directory, task, steps):
+      cell = write_cell(directory, task, family, method, steps, float('nan'), seed)
+    if cell is not None:
+      results.append(cell)
+      # Written after every run, so an interrupted grid still leaves its table.
+      write_table(workdir, results, FLAGS.methods)
   if not results:
-    print(f'error: no finished runs under {workdir}', file=sys.stderr)
-    sys.exit(2)
+    raise errors.UserError(f'no finished runs under {workdir}')
   table = write_table(workdir, results, FLAGS.methods)
   print(table)
   print(f'[table] {os.path.join(workdir, "table.md")}: {len(results)} of {len(grid)} runs, '
@@ -85,4 +75,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.one_line_errors(run))
