@@ -112,6 +112,9 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   d.shuffle = True                       # shuffle documents each epoch
   d.shuffle_seed = 0                     # document order seed (same seed, same batches)
   d.prefetch = 2                         # batches prepared ahead on a background thread
+  # Fine-tuning: N > 0 batches rows of similar length and cuts each batch to the smallest of N
+  # widths up to seq_len that holds it (HF group_by_length; N shapes compile); 0 = seq_len.
+  d.length_buckets = 0
 
   # --- objective -----------------------------------------------------------
   c.objective = o = ml_collections.ConfigDict()
@@ -401,6 +404,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       _check(bool(str(_get(config, field)).strip(', ')), field, _get(config, field),
              "glob patterns of your files with data.corpus='files', e.g. 'data/*.txt'")
   _positive(config, 'data.prefetch', strict=False)
+  if d.get('length_buckets'):  # absent in hand-made and older configs
+    _check(isinstance(d.length_buckets, int) and 0 < d.length_buckets <= d.seq_len,
+           'data.length_buckets', d.length_buckets, f'0 (off) or 1..data.seq_len ({d.seq_len})')
+    _check(bool(config.task.name), 'data.length_buckets', d.length_buckets,
+           '0 for pretraining (packed rows are full); it applies to fine-tuning (task.name)')
   _one_of(config, 'data.sp_model_type', ('unigram', 'bpe'))
   _positive(config, 'data.sp_train_chars')
   _check(str(d.network_probe).rpartition(':')[2].isdigit(), 'data.network_probe',

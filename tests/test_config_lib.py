@@ -34,6 +34,8 @@ def test_padded_vocab_size_rounds_up_to_128():
     ('model.family', 'rnn', "one of ('bert', 'gpt', 't5')"),
     ('objective.name', 'span_corruption', "one of ('causal_lm', 'prefix_lm')"),
     ('train.batch_size', 30, 'devices x microbatches'),
+    ('data.length_buckets', 4, 'it applies to fine-tuning (task.name)'),  # a pretraining config
+    ('data.length_buckets', 1000, '0 (off) or 1..data.seq_len'),
 ])
 def test_validation_names_field_value_and_allowed(field, value, words):
   config = config_lib.base_config('gpt', 'tiny')

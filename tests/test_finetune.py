@@ -13,9 +13,10 @@ import optax
 import pytest
 
 from ptlm_jax import config_lib, errors, models
-from ptlm_jax.finetune import evaluate as task_eval, objectives as task_objectives, run as finetune
+from ptlm_jax.finetune import data as tasks, evaluate as task_eval, metrics as task_metrics
+from ptlm_jax.finetune import objectives as task_objectives, run as finetune
 from ptlm_jax.finetune import tasks as task_configs
-from ptlm_jax.training import train
+from ptlm_jax.training import checkpoint, train
 
 import data_testlib
 import stand_ins
@@ -141,6 +142,13 @@ def test_classification_run_reports_accuracy_and_f1(tmp_path):
   assert 0.0 <= last['eval_task_f1'] <= 1.0
   written = stand_ins.read_metrics(str(tmp_path), 'eval/')[2]
   assert written['task_f1'] == pytest.approx(last['eval_task_f1'])
+  # Each evaluation's per-example predictions (T5X's inference_eval layout): their accuracy
+  # is the reported one, and the labels are the validation split's, in order.
+  records = checkpoint.read_eval_records(str(tmp_path), 'validation', 2)
+  labels = [ex['label'] for ex in tasks.read_examples(config, 'validation', limit=32)]
+  assert [r['label'] for r in records] == labels
+  assert np.mean([r['prediction'] == r['label'] for r in records]) == pytest.approx(
+      last['eval_task_accuracy'])
 
 
 @pytest.mark.parametrize('config_file, arg, metric', [
@@ -150,11 +158,19 @@ def test_classification_run_reports_accuracy_and_f1(tmp_path):
 ])
 def test_task_runs_report_their_metric(config_file, arg, metric, tmp_path):
   data_testlib.small_tokenizer()
+  # Training batches cut to 3 widths (data.length_buckets): every row layout takes them.
   config = _task_config(config_file, arg, **{'data.seq_len': 48, 'task.doc_stride': 16,
-                                              'task.max_query_length': 16})
+                                              'task.max_query_length': 16,
+                                              'data.length_buckets': 3})
   last = train.run(config, str(tmp_path), finetune.build_components)
-  assert np.isfinite(last['eval_loss'])
+  assert np.isfinite(last['eval_loss']) and np.isfinite(last['train_loss'])
   assert 0.0 <= last[f'eval_{metric}'] <= (100.0 if config_file.endswith('qa') else 1.0)
+  records = checkpoint.read_eval_records(str(tmp_path), 'validation', config.train.steps)
+  assert len(records) == len(tasks.read_examples(config, 'validation', limit=32))
+  if config_file == 'shakespeare_ner':  # tags per word, entity F1 recomputed from them
+    assert task_metrics.entity_f1([r['label'] for r in records],
+                                  [r['prediction'] for r in records])['entity_f1'] == (
+                                      pytest.approx(last['eval_task_entity_f1']))
 
 
 def greedy_stand_in(model, params, prompt_BxL, lengths_B, max_new_tokens):

@@ -31,8 +31,9 @@ def _config(**optim_fields):
     ('rsqrt', 1599, 2e-4),
     ('constant', 1, 1e-3), ('constant', 99, 2e-3),
 ])
-def test_schedule_matches_hand_computed_values(decay, step, expected):
-  schedule = optim.make_schedule(_config(decay=decay))
+@pytest.mark.parametrize('xp', [jnp, np], ids=['jnp', 'numpy'])  # in the step / on the host
+def test_schedule_matches_hand_computed_values(decay, step, expected, xp):
+  schedule = optim.make_schedule(_config(decay=decay), xp=xp)
   assert float(schedule(step)) == pytest.approx(expected, rel=1e-6)
 
 

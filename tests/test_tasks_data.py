@@ -167,6 +167,46 @@ def test_iterator_shuffles_shards_and_resumes():
   assert finite[2]['tokens'][4:].sum() == 0
 
 
+
+def test_bucket_widths_and_row_lengths():
+  assert tasks.bucket_widths(64, 4) == [16, 32, 48, 64]
+  assert tasks.bucket_widths(10, 3) == [4, 7, 10]   # ceil(10/3), ceil(20/3), 10
+  assert tasks.bucket_widths(5, 1) == [5]
+  segment_ids = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0]])
+  assert tasks.row_lengths({'segment_ids': segment_ids}).tolist() == [2, 4, 0, 1]
+
+
+def test_length_grouped_batches_are_cut_to_their_bucket():
+  lengths = np.array([3, 12, 5, 16, 1, 9, 14, 2, 7, 11, 4, 16, 6, 10, 13, 8, 15, 1])  # 18 rows
+  width = 16
+  segment_ids = (np.arange(width)[None] < lengths[:, None]).astype(np.int32)
+  features = {'tokens': segment_ids * (np.arange(18)[:, None] + 1), 'segment_ids': segment_ids,
+              'label': np.arange(18)[:, None]}
+  grouped = tasks.TaskIterator(features, global_batch=4, seed=3, length_buckets=4)
+  parts = [tasks.TaskIterator(features, global_batch=4, seed=3, length_buckets=4,
+                              process_index=p, process_count=2) for p in range(2)]
+  epoch = []
+  for _ in range(4):  # 18 rows: 4 full batches an epoch
+    batch = next(grouped)
+    rows = batch['label'][:, 0]
+    longest = lengths[rows].max()
+    # The smallest of the widths 4, 8, 12, 16 that holds the batch's longest row.
+    assert batch['tokens'].shape == (4, next(w for w in (4, 8, 12, 16) if w >= longest))
+    assert (batch['segment_ids'].sum(1) == lengths[rows]).all() and batch['label'].shape == (4, 1)
+    # One sorted chunk: a batch holds 4 consecutive lengths of the sorted epoch.
+    together = [next(p) for p in parts]
+    assert sum((t['label'][:, 0].tolist() for t in together), []) == rows.tolist()
+    assert all(t['tokens'].shape == (2, batch['tokens'].shape[1]) for t in together)
+    epoch += rows.tolist()
+  used = np.sort(lengths[epoch])
+  assert len(set(epoch)) == 16
+  for k in range(4):  # the batches are the sorted rows cut in fours (all 16 in one chunk)
+    assert sorted(lengths[epoch[4 * k:4 * k + 4]].tolist()) in [
+        used[4 * j:4 * j + 4].tolist() for j in range(4)]
+  with pytest.raises(errors.UserError, match='length_buckets'):
+    tasks.TaskIterator(features, global_batch=4, seed=3).set_state(grouped.get_state())
+
+
 MINI_PLAY = """THE TRAGEDY OF BRUTUS
 
 Dramatis Personae

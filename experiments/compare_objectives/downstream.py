@@ -4,9 +4,9 @@
   base = downstream.baseline_counts(config)               # {'majority class': NxK, ...}
 
 The paired statistics (experiments/stats.py) need every model's result on every
-validation example, not only the run's final metric, so after a fine-tuning run its
-last checkpoint predicts the validation split again here and the per-example counts are
-kept in the run directory (`counts-<step>.npy`; a rerun reads them back):
+validation example, not only the run's final metric: the loop's last evaluation writes
+its per-example predictions (`inference_eval/<split>-<step>.jsonl`), and the counts made
+from them are kept in the run directory (`counts-<step>.npy`; a rerun reads them back):
 
   rotten_tomatoes  sentiment (classification head)  counts (correct, 1)   -> accuracy
   shakespeare_ner  silver NER (token head)          counts (tp, fp, fn)   -> entity F1
@@ -51,15 +51,6 @@ TASKS = {
 }
 
 
-def _eval_data(config):
-  # pylint: disable=g-import-not-at-top
-  from ptlm_jax.data import tokenizer as tokenizer_lib
-  from ptlm_jax.finetune import data as tasks
-  tokenizer = tokenizer_lib.get_tokenizer(config)
-  examples = tasks.read_examples(config, config.data.eval_split, limit=config.task.eval_examples)
-  return tasks.encode(config, tokenizer, examples)
-
-
 def entity_counts(true_tags, pred_tags) -> np.ndarray:
   """N x 3: (true positive, false positive, false negative) entity chunks per sentence."""
   from ptlm_jax.finetune import metrics as task_metrics  # pylint: disable=g-import-not-at-top
@@ -70,35 +61,13 @@ def entity_counts(true_tags, pred_tags) -> np.ndarray:
   return np.asarray(out, np.float64).reshape(-1, 3)
 
 
-_PREDICT = {}  # model config -> jitted forward pass (pretrained and scratch share it)
-
-
-def predict_counts(config, params, data) -> np.ndarray:
-  """Per-example counts of `params` on the encoded validation split (module docstring)."""
-  # pylint: disable=g-import-not-at-top
-  import jax
-  from ptlm_jax import models
-  from ptlm_jax.finetune import data as tasks, evaluate as task_eval, objectives as task_objectives
-  key = (config.model.to_json(), config.task.name, config.data.seq_len)
-  if key not in _PREDICT:
-    model = models.build_model(config.model)
-    objective, _ = task_objectives.get_task_objective(config)
-    _PREDICT[key] = jax.jit(lambda params, batch: model.apply(
-        {'params': params}, **objective(batch, None)[0], deterministic=True))
-  forward = _PREDICT[key]
-  rows = len(data.features['tokens'])
-  batches = tasks.TaskIterator(data.features, global_batch=config.train.batch_size,
-                               shuffle=False, infinite=False)
-  logits = np.concatenate([np.asarray(forward(params, b)) for b in batches])[:rows]
-  t = config.task
-  if t.name == 'classification':
-    labels = np.array([ex[t.target_field] for ex in data.examples])
-    return stats.correct_counts(logits.argmax(-1) == labels)
-  if t.name == 'ner':
-    names = tasks.label_names(config)
-    true = [[names[k] for k in ex[t.target_field]] for ex in data.examples]
-    return entity_counts(true, task_eval.word_tags(data, logits.argmax(-1), names))
-  raise ValueError(f'no per-example counts for task {t.name!r}')
+def record_counts(task_name: str, records: list[dict]) -> np.ndarray:
+  """Per-example counts from a run's evaluation records (checkpoint.read_eval_records)."""
+  if task_name == 'classification':
+    return stats.correct_counts(np.array([r['prediction'] == r['label'] for r in records]))
+  if task_name == 'ner':
+    return entity_counts([r['label'] for r in records], [r['prediction'] for r in records])
+  raise ValueError(f'no per-example counts for task {task_name!r}')
 
 
 def counts_path(workdir: str) -> str:
@@ -108,18 +77,18 @@ def counts_path(workdir: str) -> str:
 
 
 def run_counts(workdir: str) -> np.ndarray:
-  """Per-example counts of a finished fine-tuning run's last checkpoint (cached).
+  """Per-example counts of a finished fine-tuning run's last evaluation (cached).
 
-  Any method: a PEFT run's adapter-only checkpoint comes back whole (from_pretrained).
+  From the records its final evaluation wrote (`inference_eval/`, any method: the loop
+  evaluates the whole model, PEFT adapters merged), so nothing is predicted twice.
   """
   path = counts_path(workdir)
   if os.path.exists(path):
     return np.load(path)
-  from ptlm_jax.training import checkpoint, pretrained  # pylint: disable=g-import-not-at-top
-  config = checkpoint.run_config(workdir)
-  # The whole model: an adapter-only (PEFT) checkpoint over its base, LoRA merged.
-  _, params, _ = pretrained.from_pretrained(workdir)
-  counts = predict_counts(config, params, _eval_data(config))
+  from ptlm_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  config, step = checkpoint.run_config(workdir), checkpoint.latest_step(workdir)
+  records = checkpoint.read_eval_records(workdir, config.data.eval_split, step)
+  counts = record_counts(config.task.name, records)
   np.save(path, counts)
   return counts
 

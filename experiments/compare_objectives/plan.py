@@ -58,6 +58,7 @@ class Settings:
   finetune_train_split: str = 'train'  # all 10,256 labelled snippets
   finetune_eval_examples: int = 0   # task metrics on the first N validation examples (0: all)
   finetune_batch_size: int = 32
+  length_buckets: int = 4           # fine-tuning batches of similar length at 4 widths
   ner_steps: int = 200              # shakespeare_ner updates (batch 32): 1.6 epochs
   ner_train_split: str = 'train[:4000]'  # labelled speeches
   min_steps: int = 1                # a floor on pretraining steps
@@ -171,6 +172,7 @@ def finetune_config(settings: Settings, family: str, source: str, seed: int,
   o, t = c.optim, c.train
   o.lr = s.finetune_lr
   t.batch_size = s.finetune_batch_size
+  c.data.length_buckets = s.length_buckets
   t.steps = s.finetune_steps if task == 'rotten_tomatoes' else s.ner_steps
   o.warmup_steps = max(1, t.steps // 10)
   t.eval_every = t.checkpoint_every = t.steps

@@ -32,6 +32,7 @@ Legend: N examples (or QA windows), L row length (data.seq_len), T target length
 """
 from __future__ import annotations
 
+import copy
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -67,10 +68,17 @@ def builder_for(config):
                              network_probe=d.network_probe)
 
 
+_READ_CACHE: dict[tuple, list[dict]] = {}  # (dataset, data dir, split, limit) -> examples
+_READ_CACHE_SIZE = 8
+
+
 def read_examples(config, split: str, limit: int = 0) -> list[dict]:
   """A split (TFDS slicing allowed: 'train[:2000]') as plain dicts, text as str.
 
   With `task.train_file` the split comes from that file (or validation_file, test_file).
+  A prepared TFDS split does not change, so the last few reads are kept in memory (a
+  sweep of runs in one process, as the objective comparison, reads each split once);
+  each call gets its own copy.
   """
   if config.task.get('train_file'):  # absent in hand-made and older configs
     return local_files.read_task_split(config, split, limit)
@@ -90,7 +98,12 @@ def read_examples(config, split: str, limit: int = 0) -> list[dict]:
     if field not in fields:
       raise ConfigError('task.input_fields' if field != t.target_field else 'task.target_field',
                         field, f'features of {builder.info.full_name}: {sorted(fields)}')
-  return [_decode(example) for example in tfds.as_numpy(dataset)]
+  key = (builder.info.full_name, str(builder.data_dir), split, limit)
+  if key not in _READ_CACHE:
+    while len(_READ_CACHE) >= _READ_CACHE_SIZE:
+      _READ_CACHE.pop(next(iter(_READ_CACHE)))
+    _READ_CACHE[key] = [_decode(example) for example in tfds.as_numpy(dataset)]
+  return copy.deepcopy(_READ_CACHE[key])
 
 
 def label_names(config) -> list[str]:
@@ -211,6 +224,42 @@ def encode(config, tokenizer, examples: list[dict]) -> TaskData:
 # ---------------------------------------------------------------------------
 # Batches.
 
+# Features with one entry per row position: cut to a batch's width (`length_buckets`).
+POSITION_FEATURES = ('tokens', 'segment_ids', 'positions', 'token_types', 'tags', 'tag_mask',
+                     'loss_mask')
+GROUP_CHUNK_BATCHES = 50  # rows sorted by length within chunks of this many batches (HF: 50)
+
+
+def row_lengths(features: dict[str, np.ndarray]) -> np.ndarray:
+  """Each row's length: one past its last real position (segment id > 0)."""
+  real_NxL = features['segment_ids'] > 0
+  width = real_NxL.shape[1]
+  return np.where(real_NxL.any(1), width - real_NxL[:, ::-1].argmax(1), 0)
+
+
+def bucket_widths(seq_len: int, buckets: int) -> list[int]:
+  """The `buckets` batch widths: equal steps up to seq_len (4 of 64: 16, 32, 48, 64)."""
+  return sorted({-(-seq_len * k // buckets) for k in range(1, buckets + 1)})
+
+
+def length_grouped(order: np.ndarray, lengths: np.ndarray, global_batch: int,
+                   rng: np.random.Generator) -> np.ndarray:
+  """`order` regrouped so that each batch holds rows of similar length (HF group_by_length).
+
+  Chunks of GROUP_CHUNK_BATCHES batches of the shuffled order are sorted by length, cut
+  into batches, and the batches of a chunk put in random order; rows past the last full
+  batch stay at the end (an infinite pass never reads them), so no length is dropped more
+  often than another.
+  """
+  full = len(order) - len(order) % global_batch
+  out, chunk = [], GROUP_CHUNK_BATCHES * global_batch
+  for start in range(0, full, chunk):
+    rows = order[start:min(start + chunk, full)]
+    rows = rows[np.argsort(-lengths[rows], kind='stable')].reshape(-1, global_batch)
+    out.append(rows[rng.permutation(len(rows))].reshape(-1))
+  return np.concatenate(out + [order[full:]])
+
+
 class TaskIterator:
   """Batches of feature rows: shuffled per epoch (seed, epoch) and split over processes.
 
@@ -218,12 +267,16 @@ class TaskIterator:
   B = G / process_count consecutive rows of it, so batches do not depend on the number
   of processes.  Infinite: epochs follow each other, a last partial batch is dropped.
   Finite: one pass in order, the last batch filled up with all-zero rows.
+  `length_buckets` N > 0 (training, `data.length_buckets`): rows of similar length are
+  batched together (`length_grouped`) and each batch is cut to the smallest of N widths
+  that holds its longest row (`bucket_widths`), so at most N shapes are compiled and
+  padding costs little; the width comes from the global batch, the same on every process.
   `get_state()` / `set_state()` are the (epoch, position) cursor, as the loop expects.
   """
 
   def __init__(self, features: dict[str, np.ndarray], *, global_batch: int, shuffle: bool = True,
                seed: int = 0, infinite: bool = True, process_index: int = 0,
-               process_count: int = 1):
+               process_count: int = 1, length_buckets: int = 0):
     self.features = features
     self.rows = len(next(iter(features.values())))
     if infinite and self.rows < global_batch:
@@ -234,14 +287,25 @@ class TaskIterator:
     self.local = global_batch // process_count
     self.offset = process_index * self.local
     self.epoch, self.position = 0, 0
+    self.length_buckets = length_buckets
+    if length_buckets:
+      self.lengths = row_lengths(features)
+      self.widths = bucket_widths(features['tokens'].shape[1], length_buckets)
+    self._epoch_order = (None, None)
 
   def __iter__(self):
     return self
 
   def _order(self) -> np.ndarray:
-    if not (self.shuffle and self.infinite):
-      return np.arange(self.rows)
-    return np.random.default_rng([self.seed, self.epoch]).permutation(self.rows)
+    if self._epoch_order[0] != self.epoch:
+      order = np.arange(self.rows)
+      if self.infinite and (self.shuffle or self.length_buckets):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.rows) if self.shuffle else order
+        if self.length_buckets:
+          order = length_grouped(order, self.lengths, self.global_batch, rng)
+      self._epoch_order = (self.epoch, order)
+    return self._epoch_order[1]
 
   def __next__(self) -> dict[str, np.ndarray]:
     if self.infinite and self.position + self.global_batch > self.rows:
@@ -250,8 +314,13 @@ class TaskIterator:
       raise StopIteration
     rows = self._order()[self.position:self.position + self.global_batch]
     self.position += self.global_batch
+    width = None
+    if self.length_buckets:
+      longest = self.lengths[rows].max()
+      width = next(w for w in self.widths if w >= longest)
     rows = rows[self.offset:self.offset + self.local]
-    batch = {k: v[rows] for k, v in self.features.items()}
+    batch = {k: v[rows, :width] if k in POSITION_FEATURES and width else v[rows]
+             for k, v in self.features.items()}
     if len(rows) < self.local:  # the last batch of a finite pass
       batch = {k: np.concatenate([v, np.zeros((self.local - len(rows),) + v.shape[1:], v.dtype)])
                for k, v in batch.items()}
@@ -259,11 +328,14 @@ class TaskIterator:
 
   def get_state(self) -> dict:
     return dict(epoch=self.epoch, position=self.position, rows=self.rows, seed=self.seed,
-                global_batch=self.global_batch, shuffle=self.shuffle)
+                global_batch=self.global_batch, shuffle=self.shuffle,
+                length_buckets=self.length_buckets)
 
   def set_state(self, state: dict) -> None:
     mine = self.get_state()
-    differs = [k for k in ('rows', 'seed', 'global_batch', 'shuffle') if state.get(k) != mine[k]]
+    state = {'length_buckets': 0, **state}  # saved before length_buckets existed
+    differs = [k for k in ('rows', 'seed', 'global_batch', 'shuffle', 'length_buckets')
+               if state.get(k) != mine[k]]
     if differs:
       saved, now = [state.get(k) for k in differs], [mine[k] for k in differs]
       raise UserError(f'cannot resume the task data: the saved state differs in {differs} '

@@ -20,6 +20,12 @@ loop's own eval loss and accuracy:
 Every process computes the same numbers from the full params (the validation sets are
 small); `generate_fn` can be replaced (tests pass a plain greedy decoder).
 
+Each evaluation also keeps one record per validation example (`TaskEvaluator.records()`),
+which the loop writes to `<workdir>/inference_eval/<split>-<step>.jsonl`, as T5X's
+inference_eval: {"prediction", "label"} for classification (class ids) and NER (tags per
+word), {"prediction", "references"} for QA and generation (text).  Paired statistics
+over runs (experiments/compare_objectives) read these instead of predicting again.
+
 Legend: B batch, L row length, T target length, C classes, G generated tokens.
 """
 from __future__ import annotations
@@ -72,8 +78,23 @@ def _texts(tokenizer, tokens_BxG) -> list[str]:
   return out
 
 
+class TaskEvaluator:
+  """extra_eval(params) -> {'task_<metric>': value}; `records()`: its per-example outputs."""
+
+  def __init__(self, run: Callable[[Any], tuple[dict, list[dict]]]):
+    self._run, self._records = run, []
+
+  def __call__(self, params) -> dict[str, float]:
+    scores, self._records = self._run(_one_device_if_replicated(params))
+    return {f'task_{k}': float(v) for k, v in scores.items()}
+
+  def records(self) -> list[dict]:
+    """One JSON-able record per validation example, from the latest call."""
+    return self._records
+
+
 def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *,
-                    generate_fn: Callable | None = None) -> Callable[[Any], dict]:
+                    generate_fn: Callable | None = None) -> TaskEvaluator:
   """extra_eval(params) -> {'task_<metric>': value} on `data` (see the module docstring).
 
   generate_fn(model, params, prompt_BxL, lengths_B, max_new_tokens) -> tokens_BxG; None =
@@ -94,7 +115,7 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
     scores = task_metrics.classification(
         predictions, labels, config.model.num_classes,
         average={'f1': 'binary', 'macro_f1': 'macro'}[metric])
-    return scores
+    return scores, [{'prediction': int(p), 'label': int(y)} for p, y in zip(predictions, labels)]
 
   def rank_classification(params):
     scores_NxC = []
@@ -111,14 +132,16 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
     names = tasks.label_names(config)
     logits_NxLxC, _, _ = _outputs(predict, params, data.features, batch_size, num_rows)
     true = [[names[k] for k in ex[t.target_field]] for ex in data.examples]
-    return task_metrics.entity_f1(true, word_tags(data, logits_NxLxC.argmax(-1), names))
+    predicted = word_tags(data, logits_NxLxC.argmax(-1), names)
+    return (task_metrics.entity_f1(true, predicted),
+            [{'prediction': p, 'label': y} for p, y in zip(predicted, true)])
 
   def qa(params):
     (start_FxL, end_FxL), _, _ = _outputs(predict, params, data.features, batch_size, num_rows)
     answers = task_qa.decode_answers(data, start_FxL, end_FxL, n_best=t.n_best,
                                      max_answer_length=t.max_answer_length)
     references = [ex['answers']['text'] or [''] for ex in data.examples]
-    return task_metrics.squad(answers, references)
+    return task_metrics.squad(answers, references), _text_records(answers, references)
 
   def generation(params):
     features, outputs = data.features, []
@@ -140,15 +163,16 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
                                                      t.target_length)
       outputs += _texts(tokenizer, tokens_BxG)[:have]
     references = data.host['references']
-    return (task_metrics.rouge if metric == 'rouge' else task_metrics.bleu)(outputs, references)
+    scores = (task_metrics.rouge if metric == 'rouge' else task_metrics.bleu)(outputs, references)
+    return scores, _text_records(outputs, references)
 
-  run = {'classification': classification, 'ner': ner, 'qa': qa,
-         'summarization': generation, 'translation': generation}[t.name]
+  return TaskEvaluator({'classification': classification, 'ner': ner, 'qa': qa,
+                        'summarization': generation, 'translation': generation}[t.name])
 
-  def extra_eval(params) -> dict[str, float]:
-    return {f'task_{k}': float(v) for k, v in run(_one_device_if_replicated(params)).items()}
 
-  return extra_eval
+def _text_records(outputs: list[str], references: list) -> list[dict]:
+  as_list = lambda r: list(r) if isinstance(r, (list, tuple)) else [r]
+  return [{'prediction': o, 'references': as_list(r)} for o, r in zip(outputs, references)]
 
 
 def word_tags(data: tasks.TaskData, best_NxL: np.ndarray, names: list[str]) -> list[list[str]]:

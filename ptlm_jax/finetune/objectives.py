@@ -35,10 +35,12 @@ from ptlm_jax import families
 from ptlm_jax.training import losses
 
 
-def _field(batch, name: str, width: int) -> jax.Array:
+def _field(batch, name: str, width: int | None = None) -> jax.Array:
+  """batch[name], or zeros of [B, width] (default: the batch's row width, which
+  data.length_buckets may make shorter than data.seq_len)."""
   if name in batch:
     return batch[name]
-  return jnp.zeros((batch['tokens'].shape[0], width), jnp.int32)
+  return jnp.zeros((batch['tokens'].shape[0], width or batch['tokens'].shape[1]), jnp.int32)
 
 
 def _real_rows_B(batch) -> jax.Array:
@@ -64,12 +66,12 @@ class Head:
   def __call__(self, batch, rng):
     del rng  # deterministic
     inputs = {k: batch[k] for k in ('tokens', 'segment_ids', 'positions')}
-    inputs['token_types'] = _field(batch, 'token_types', self.length)
+    inputs['token_types'] = _field(batch, 'token_types')
     if self.kind == 'classification':
       return inputs, _field(batch, 'label', 1), _real_rows_B(batch)[:, None]
     if self.kind == 'ner':
-      tag_mask_BxL = _field(batch, 'tag_mask', self.length).astype(jnp.float32)
-      return inputs, _field(batch, 'tags', self.length), tag_mask_BxL
+      tag_mask_BxL = _field(batch, 'tag_mask').astype(jnp.float32)
+      return inputs, _field(batch, 'tags'), tag_mask_BxL
     weights_Bx2 = jnp.repeat(_real_rows_B(batch)[:, None], 2, axis=1)
     return inputs, _field(batch, 'spans', 2), weights_Bx2
 
@@ -115,7 +117,7 @@ class Continuation:
     tokens_BxL = batch['tokens']
     next_BxL = jnp.concatenate([tokens_BxL[:, 1:], jnp.zeros_like(tokens_BxL[:, :1])], axis=1)
     inputs = {k: batch[k] for k in ('tokens', 'segment_ids', 'positions')}
-    return inputs, next_BxL, _field(batch, 'loss_mask', self.length).astype(jnp.float32)
+    return inputs, next_BxL, _field(batch, 'loss_mask').astype(jnp.float32)
 
 
 def classification_loss(logits_BxC, targets_Bx1, weights_Bx1, **kwargs) -> dict:

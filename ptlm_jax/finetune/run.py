@@ -14,6 +14,8 @@ r"""Fine-tuning on a downstream task through the one training loop.
                and accuracy: for a classification head, the accuracy of its first
                `train.eval_steps` batches)
   extra_eval   task_eval: the task metric(s) on the validation split (`task_*` scalars)
+  eval_records its per-example predictions, which the loop writes to
+               `<workdir>/inference_eval/<eval split>-<step>.jsonl` at each evaluation
 
 Weights: random unless `init.source` names a pretrained run (the loop loads it, the
 method helper's `pretrained.py` / `peft.py`); the tokenizer is `data.*`'s, so a
@@ -63,12 +65,13 @@ def build_components(config) -> train.Components:
   shard = dict(global_batch=config.train.batch_size, process_index=jax.process_index(),
                process_count=jax.process_count())
   train_iter = tasks.TaskIterator(train_data.features, shuffle=d.shuffle, seed=d.shuffle_seed,
-                                  infinite=True, **shard)
+                                  infinite=True, length_buckets=d.get('length_buckets', 0),
+                                  **shard)
   eval_batches = lambda: tasks.TaskIterator(eval_data.features, shuffle=False, infinite=False,
                                             **shard)
   extra_eval = task_eval.make_extra_eval(config, model, objective, eval_data, tokenizer)
   return train.Components(model, objective, train_iter, eval_batches, loss=loss,
-                          extra_eval=extra_eval)
+                          extra_eval=extra_eval, eval_records=extra_eval.records)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:

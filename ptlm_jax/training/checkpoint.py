@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -334,3 +335,37 @@ def load_workdir_params(workdir: str, step: int | None = None) -> tuple[ml_colle
   restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
       item=abstract, restore_args=restore_args, partial_restore=True))
   return config, restored['params']
+
+
+# ---------------------------------------------------------------------------
+# Per-example evaluation records beside the checkpoints (Components.eval_records):
+# `inference_eval/<split>-<step>.jsonl`, as T5X lays out its inference_eval.
+
+INFERENCE_EVAL = 'inference_eval'
+
+
+def eval_records_path(workdir: str, split: str, step: int) -> str:
+  """Where the evaluation at `step` keeps its per-example records (Components.eval_records)."""
+  name = re.sub(r'[^A-Za-z0-9_.-]+', '_', split)  # 'validation[:500]' -> 'validation_500_'
+  return os.path.join(workdir, INFERENCE_EVAL, f'{name}-{step}.jsonl')
+
+
+def write_eval_records(workdir: str, split: str, step: int, records: list[dict]) -> str:
+  """Records as JSON lines, written whole or not at all (temporary file, then rename)."""
+  path = eval_records_path(workdir, split, step)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+  os.replace(path + '.tmp', path)
+  return path
+
+
+def read_eval_records(workdir: str, split: str, step: int) -> list[dict]:
+  """The records `write_eval_records` wrote; UserError when that evaluation wrote none."""
+  path = eval_records_path(workdir, split, step)
+  if not os.path.exists(path):
+    raise errors.UserError(f'{path} does not exist: the run wrote no per-example records of '
+                           f'{split!r} at step {step} (a task run evaluates at its last step '
+                           'unless train.eval_steps=0)')
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f]

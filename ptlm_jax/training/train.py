@@ -80,9 +80,12 @@ class Components:
   # Fine-tuning hooks.  loss(outputs, targets, weights, z_loss, label_smoothing) -> sums as
   # losses.weighted_cross_entropy (the default) for model outputs that are not plain logits;
   # extra_eval(params) -> scalars (F1, exact match, ROUGE, ...) computed on the host after
-  # each evaluation, from the full (global) params.
+  # each evaluation, from the full (global) params; eval_records() -> one JSON-able record
+  # per validation example from the latest extra_eval, written by the loop to
+  # <workdir>/inference_eval/<split>-<step>.jsonl (as T5X's inference_eval).
   loss: Callable[..., dict] | None = None
   extra_eval: Callable[[Any], dict[str, float]] | None = None
+  eval_records: Callable[[], list[dict]] | None = None
 
 
 def build_components(config) -> Components:
@@ -439,7 +442,7 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
     train_step = par.compile(make_train_step(components.model, components.objective, spec.tx,
                                              config, par, components.loss, spec.trainable),
                              returns_state=True)
-    evaluate = _make_evaluate(config, components, par, eval_rng)
+    evaluate = _make_evaluate(config, workdir, components, par, eval_rng)
 
     # -- Train --
     return _loop(config, workdir, components, par, state, start_step, train_step, evaluate,
@@ -465,14 +468,14 @@ def _make_reporter(config, workdir: str, spec: StateSpec, par) -> metrics.Report
   return reporter
 
 
-def _make_evaluate(config, components: Components, par, eval_rng) -> Callable:
-  """evaluate(state) -> eval scalars ({} when there is nothing to evaluate)."""
+def _make_evaluate(config, workdir: str, components: Components, par, eval_rng) -> Callable:
+  """evaluate(state, step) -> eval scalars ({} when there is nothing to evaluate)."""
   t = config.train
   local_rows = t.batch_size // jax.process_count()
   eval_step = par.compile(make_eval_step(components.model, components.objective, par,
                                          components.loss, config), returns_state=False)
 
-  def evaluate(state) -> dict[str, float]:
+  def evaluate(state, step: int) -> dict[str, float]:
     if components.eval_batches is None or t.eval_steps == 0:
       return {}
     totals: dict[str, float] = {}
@@ -490,6 +493,8 @@ def _make_evaluate(config, components: Components, par, eval_rng) -> Callable:
     if components.extra_eval is not None:
       scalars.update(components.extra_eval(
           peft.inference_params(par.to_global(state).params, config.peft)))
+      if components.eval_records is not None and jax.process_index() == 0:
+        checkpoint.write_eval_records(workdir, config.data.eval_split, step, components.eval_records())
     return scalars
   return evaluate
 
@@ -498,7 +503,7 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
           ckpt, persist, reporter, started) -> dict[str, float]:
   """Steps from start_step to train.steps: log, evaluate and save on their cadences."""
   t = config.train
-  schedule = optim.make_schedule(config)
+  schedule = optim.make_schedule(config, xp=np)  # host copies of the logged rate
   watch = checkpoint.PreemptionWatch()
   profiler = metrics.Profiler(workdir, t.profile_steps)
   pending: list[tuple[int, Any]] = []   # (step, device metrics) not yet fetched
@@ -533,7 +538,7 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
         last.update({f'train_{k}': v for k, v in scalars.items()})
         reporter.train(done, scalars)
         window.clear()
-      eval_scalars = evaluate(state) if eval_due else {}
+      eval_scalars = evaluate(state, done) if eval_due else {}
       if eval_scalars:
         last.update({f'eval_{k}': v for k, v in eval_scalars.items()})
         reporter.eval(done, eval_scalars)
