@@ -123,6 +123,27 @@ def test_nan_skip_keeps_the_state_and_goes_on(tmp_path):
   assert _schedule_counts(str(tmp_path), 2) == {'adam': [2], 'schedule': [2]}
 
 
+
+def test_reused_compiled_steps_train_exactly_as_fresh_ones(tmp_path):
+  """Runs that differ only in seeds share one step inside reuse_compiled_steps, and the
+  numbers are those of runs that compile their own; another shape gets its own step."""
+  components_fn = stand_ins.components_fn()
+  config = lambda seed, **kw: stand_ins.tiny_config({**BASE, 'train.steps': 4, 'train.seed': seed,
+                                                     'data.shuffle_seed': seed, **kw})
+  fresh = [train.run(config(seed), str(tmp_path / f'fresh{seed}'), components_fn)
+           for seed in (0, 1)]
+  with train.reuse_compiled_steps():
+    shared = [train.run(config(seed), str(tmp_path / f'shared{seed}'), components_fn)
+              for seed in (0, 1)]
+    assert len(train._REUSED_STEPS) == 1  # pylint: disable=protected-access
+    train.run(config(0, **{'optim.lr': 3e-2}), str(tmp_path / 'other'), components_fn)
+    assert len(train._REUSED_STEPS) == 2  # pylint: disable=protected-access
+  assert train._REUSED_STEPS is None  # pylint: disable=protected-access
+  for a, b in zip(fresh, shared):
+    assert a['train_loss'] == b['train_loss'] and a['eval_loss'] == b['eval_loss']
+  assert fresh[0]['train_loss'] != fresh[1]['train_loss']  # the seeds did differ
+
+
 def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):
   config = stand_ins.tiny_config({**BASE, 'train.steps': 2, 'train.eval_steps': 0,
                                   'model.dtype': 'bfloat16'})

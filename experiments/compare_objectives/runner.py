@@ -5,9 +5,10 @@
 Per seed and family: pretrain (`<workdir>/seed<k>/<family>-pretrain`), then fine-tune on
 rotten_tomatoes from that run (`.../<family>-finetune-pretrained`) and from random
 weights (`.../<family>-finetune-scratch`).  Every run goes through `ptlm_jax.main.run` in this
-process.  The two fine-tunes of a family trace the same train and eval steps, which
-XLA compiles once: a persistent compilation cache in `<workdir>/.jax_cache` hands the
-second run the first one's executables (and a rerun all of them).  Results are read
+process.  The fine-tunes of a family and task (pretrained and from scratch, every
+fine-tuning seed) run the same train and eval steps, traced and compiled once
+(`train.reuse_compiled_steps`); a persistent compilation cache in `<workdir>/.jax_cache`
+hands a rerun of the job the executables of the first.  Results are read
 back from each run's TensorBoard events (experiments/collect.py), so a rerun over a
 finished workdir skips the training (the trainer resumes at its last step) and rebuilds
 the report; wall times are kept in each run's `wall_time.json`.
@@ -102,9 +103,15 @@ def _final(scalars, tag: str) -> float:
 def run(settings: plan.Settings, workdir: str, seeds: int = 1,
         log: Callable[[str], None] = print) -> Results:
   """The whole comparison (see the module docstring); writes nothing but the run dirs."""
+  from ptlm_jax.training import train  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   enable_compilation_cache(os.path.join(workdir, '.jax_cache'))
+  with train.reuse_compiled_steps():  # the fine-tunes of a family and task share their steps
+    return _run(settings, workdir, seeds, log)
+
+
+def _run(settings, workdir, seeds, log) -> Results:
   started = time.perf_counter()
   results = Results(settings, [], [])
   total = seeds * len(plan.FAMILIES) * (1 + 2 * len(settings.tasks) * settings.finetune_seeds)

@@ -38,8 +38,10 @@ Legend: B batch rows, T target positions, V vocabulary, M microbatches, X any fu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import json
 import math
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -438,15 +440,55 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
       reporter.hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
           config.to_dict(), sep='.').items()})
 
-    # -- Compile --
-    train_step = par.compile(make_train_step(components.model, components.objective, spec.tx,
-                                             config, par, components.loss, spec.trainable),
-                             returns_state=True)
-    evaluate = _make_evaluate(config, workdir, components, par, eval_rng)
+    # -- Compile (or take the steps of an identical earlier run: reuse_compiled_steps) --
+    key = _steps_key(config, components_fn)
+    if _REUSED_STEPS is None or key not in _REUSED_STEPS:
+      steps = (par.compile(make_train_step(components.model, components.objective, spec.tx,
+                                           config, par, components.loss, spec.trainable),
+                           returns_state=True),
+               par.compile(make_eval_step(components.model, components.objective, par,
+                                          components.loss, config), returns_state=False))
+      if _REUSED_STEPS is not None:
+        _REUSED_STEPS[key] = steps
+    train_step, eval_step = steps if _REUSED_STEPS is None else _REUSED_STEPS[key]
+    evaluate = _make_evaluate(config, workdir, components, par, eval_step, eval_rng)
 
     # -- Train --
     return _loop(config, workdir, components, par, state, start_step, train_step, evaluate,
                  train_rng, ckpt, persist, reporter, started)
+
+
+# Compiled steps shared by the runs of one process (`reuse_compiled_steps`), keyed by
+# `_steps_key`.  jax caches a jitted function's traces per function object, and each run
+# builds new ones, so a sweep of identical steps (the objective comparison's fine-tunes:
+# pretrained and from scratch, several seeds) traces and lowers every shape again, ~1 s
+# each on a CPU, even when XLA's persistent cache has the executable.
+_REUSED_STEPS: dict | None = None
+
+
+@contextlib.contextmanager
+def reuse_compiled_steps():
+  """Within this block, a run whose step is identical to an earlier run's reuses it.
+
+  Identical: the same `components_fn` and the same resolved config apart from the fields
+  that never reach the step (`init.*`, where the weights come from; `train.seed` and
+  `data.shuffle_seed`, whose keys and order the step takes as arguments).  Only for
+  callers that build components from the config alone, as the real builders do.
+  """
+  global _REUSED_STEPS
+  outer, _REUSED_STEPS = _REUSED_STEPS, ({} if _REUSED_STEPS is None else _REUSED_STEPS)
+  try:
+    yield
+  finally:
+    _REUSED_STEPS = outer
+
+
+def _steps_key(config, components_fn) -> tuple:
+  fields = config.to_dict()
+  fields.pop('init', None)
+  fields['train'].pop('seed', None)
+  fields['data'].pop('shuffle_seed', None)
+  return components_fn, json.dumps(fields, sort_keys=True, default=str), jax.device_count()
 
 
 def _make_reporter(config, workdir: str, spec: StateSpec, par) -> metrics.Reporter:
@@ -468,12 +510,11 @@ def _make_reporter(config, workdir: str, spec: StateSpec, par) -> metrics.Report
   return reporter
 
 
-def _make_evaluate(config, workdir: str, components: Components, par, eval_rng) -> Callable:
+def _make_evaluate(config, workdir: str, components: Components, par, eval_step,
+                   eval_rng) -> Callable:
   """evaluate(state, step) -> eval scalars ({} when there is nothing to evaluate)."""
   t = config.train
   local_rows = t.batch_size // jax.process_count()
-  eval_step = par.compile(make_eval_step(components.model, components.objective, par,
-                                         components.loss, config), returns_state=False)
 
   def evaluate(state, step: int) -> dict[str, float]:
     if components.eval_batches is None or t.eval_steps == 0:
