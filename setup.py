@@ -32,6 +32,7 @@ setup(
         'safetensors>=0.4',             # HF checkpoints without torch or pickle
         'numpy>=1.26',
         'matplotlib>=3.8',              # experiment plots
+        'scipy>=1.11',                  # the comparison's bag-of-words baseline (jax needs it too)
         'rouge-score>=0.1.2',           # ROUGE for summarisation (Google's ROUGE-1.5.5 port)
         'sacrebleu>=2.4',               # BLEU for translation
     ],

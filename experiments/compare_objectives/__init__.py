@@ -3,7 +3,7 @@ r"""MLM vs causal LM vs span corruption at matched compute, then transfer to two
   ./launch.sh                                                  # = the command below
   python -m experiments.compare_objectives --workdir=runs/compare [--seeds=N] \
       [--finetune_seeds=2] [--corpus=news|shakespeare] [--budget_flops=6e12] \
-      [--finetune_steps=300] [--ner_steps=150] [--tasks=rotten_tomatoes,shakespeare_ner]
+      [--finetune_steps=300] [--ner_steps=200] [--tasks=rotten_tomatoes,shakespeare_ner]
 
 Tiny BERT (masked LM), GPT (causal LM) and T5 (span corruption) are pretrained with one
 tokenizer, one document order and the same training FLOPs (plan.py says how they are
