@@ -4,7 +4,7 @@
 #   ./launch.sh [ARGS]          the default job: MLM vs causal LM vs span corruption at matched
 #                               compute on the embedded news corpus, then rotten_tomatoes and
 #                               shakespeare_ner transfer (python -m experiments.compare_objectives;
-#                               report in runs/compare/report.md, ~20 min on 2 CPU cores)
+#                               report in runs/compare/report.md, ~15 min on 2 CPU cores)
 #   ./launch.sh test [ARGS]     install the test extras and run the whole test suite
 #   ./launch.sh train ARGS      python -m ptlm_jax.main ARGS
 #   ./launch.sh sweep FILE --workdir=DIR [--tpu=N --zone=Z --type=T] [--dry_run]
