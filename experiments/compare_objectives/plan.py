@@ -59,7 +59,7 @@ class Settings:
   finetune_eval_examples: int = 0   # task metrics on the first N validation examples (0: all)
   finetune_batch_size: int = 32
   length_buckets: int = 3           # fine-tuning batches of similar length at 3 widths
-  ner_steps: int = 200              # shakespeare_ner updates (batch 32): 1.6 epochs (150: a from-scratch run stalled)
+  ner_steps: int = 200              # shakespeare_ner updates (batch 32): 1.6 epochs (150 stalled)
   ner_train_split: str = 'train[:4000]'  # labelled speeches
   min_steps: int = 1                # a floor on pretraining steps
   num_devices: int = 0              # devices each run uses (0: all)

@@ -308,8 +308,8 @@ BASELINE_NOTES = {
     'rotten_tomatoes': (
         'Baselines on the same training examples: the majority class of the training split, '
         'and logistic regression on word presence (every word of the training examples; L2 '
-        'strength by 4-fold cross-validation on the training examples; scipy L-BFGS-B on sparse features, as scikit-learn, '
-        'experiments/compare_objectives/baselines.py).'),
+        'strength by 4-fold cross-validation on the training examples; scipy L-BFGS-B on '
+        'sparse features, as scikit-learn, experiments/compare_objectives/baselines.py).'),
     'shakespeare_ner': (
         'Baselines on the same training speeches: \'no entity\' (every word O: F1 0, the '
         'guess) and a tag lexicon (each word form\'s most frequent training tag, unseen words '

@@ -441,16 +441,7 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
           config.to_dict(), sep='.').items()})
 
     # -- Compile (or take the steps of an identical earlier run: reuse_compiled_steps) --
-    key = _steps_key(config, components_fn)
-    if _REUSED_STEPS is None or key not in _REUSED_STEPS:
-      steps = (par.compile(make_train_step(components.model, components.objective, spec.tx,
-                                           config, par, components.loss, spec.trainable),
-                           returns_state=True),
-               par.compile(make_eval_step(components.model, components.objective, par,
-                                          components.loss, config), returns_state=False))
-      if _REUSED_STEPS is not None:
-        _REUSED_STEPS[key] = steps
-    train_step, eval_step = steps if _REUSED_STEPS is None else _REUSED_STEPS[key]
+    train_step, eval_step = _compiled_steps(config, components_fn, components, spec, par)
     evaluate = _make_evaluate(config, workdir, components, par, eval_step, eval_rng)
 
     # -- Train --
@@ -481,6 +472,20 @@ def reuse_compiled_steps():
     yield
   finally:
     _REUSED_STEPS = outer
+
+
+def _compiled_steps(config, components_fn, components: Components, spec: StateSpec, par):
+  """(train_step, eval_step), jitted for `par`; shared within `reuse_compiled_steps`."""
+  key = _steps_key(config, components_fn) if _REUSED_STEPS is not None else None
+  if key is not None and key in _REUSED_STEPS:
+    return _REUSED_STEPS[key]
+  steps = (par.compile(make_train_step(components.model, components.objective, spec.tx, config,
+                                       par, components.loss, spec.trainable), returns_state=True),
+           par.compile(make_eval_step(components.model, components.objective, par,
+                                      components.loss, config), returns_state=False))
+  if key is not None:
+    _REUSED_STEPS[key] = steps
+  return steps
 
 
 def _steps_key(config, components_fn) -> tuple:
@@ -535,7 +540,8 @@ def _make_evaluate(config, workdir: str, components: Components, par, eval_step,
       scalars.update(components.extra_eval(
           peft.inference_params(par.to_global(state).params, config.peft)))
       if components.eval_records is not None and jax.process_index() == 0:
-        checkpoint.write_eval_records(workdir, config.data.eval_split, step, components.eval_records())
+        checkpoint.write_eval_records(workdir, config.data.eval_split, step,
+                                      components.eval_records())
     return scalars
   return evaluate
 
