@@ -21,6 +21,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 
 from experiments.compare_objectives import downstream, plan, report, runner  # pylint: disable=g-import-not-at-top
 from ptlm_jax import errors
+from ptlm_jax.main import cli
 
 _DEFAULTS = plan.Settings()
 FLAGS = flags.FLAGS
@@ -55,6 +56,7 @@ def run():
       finetune_steps=FLAGS.finetune_steps, finetune_lr=FLAGS.finetune_lr,
       finetune_train_split=FLAGS.finetune_train_split, finetune_seeds=FLAGS.finetune_seeds,
       tasks=tuple(FLAGS.tasks), ner_steps=FLAGS.ner_steps, ner_train_split=FLAGS.ner_train_split)
+  cli.quiet_logs()  # after the flag checks: it imports TensorFlow
   started = time.perf_counter()
   results = runner.run(settings, FLAGS.workdir, seeds=FLAGS.seeds)
   results.seconds = time.perf_counter() - started

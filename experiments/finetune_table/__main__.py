@@ -17,6 +17,7 @@ from experiments.finetune_table.grid import (  # pylint: disable=g-import-not-at
     METHODS, TASK_FAMILIES, finished, read_cell, recipe, run_config, run_dir, write_cell,
     write_table)
 from ptlm_jax import errors
+from ptlm_jax.main import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/finetune-table', 'Where the runs and table.md go.')
@@ -35,6 +36,7 @@ flags.DEFINE_bool('collect_only', False, 'Train nothing: the table of the runs a
 
 def run():
   from ptlm_jax import main  # pylint: disable=g-import-not-at-top
+  cli.quiet_logs()
   workdir = os.path.abspath(FLAGS.workdir)
   os.makedirs(workdir, exist_ok=True)
   runner.enable_compilation_cache(os.path.join(workdir, '.jax_cache'))

@@ -17,6 +17,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 
 from experiments.handout import answers  # pylint: disable=g-import-not-at-top
 from ptlm_jax import errors
+from ptlm_jax.main import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/handout', 'Where answers.md and the runs go.')
@@ -28,6 +29,7 @@ flags.DEFINE_enum('only', 'all', ['all', 'exercises'],
 
 
 def run():
+  cli.quiet_logs()
   path = answers.write(FLAGS.workdir, quick=FLAGS.quick, compare_workdir=FLAGS.compare_workdir,
                        measured_part=FLAGS.only == 'all')
   with open(path, encoding='utf-8') as f:

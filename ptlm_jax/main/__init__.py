@@ -16,7 +16,7 @@ def run(config, workdir: str) -> dict[str, float]:
   from ptlm_jax.main import cli
   local_files.resolve(config)  # your own files: checked, and classes / steps filled in
   config_lib.validate(config)
-  cli.quiet_progress_bars()  # after the cheap checks: it imports TensorFlow
+  cli.quiet_logs()  # after the cheap checks: it imports TensorFlow
   if config.task.name:  # fine-tuning: task data, head, objective, loss and task metrics
     from ptlm_jax.finetune import run as finetune
     return finetune.train_and_evaluate(config, workdir)

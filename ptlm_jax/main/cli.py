@@ -10,13 +10,17 @@ stderr, `error: ...`, and exit status 2, before anything compiles:
 `parse_flags` is an `absl.app.run(..., flags_parser=...)` parser: it loads the config file
 itself first (a missing file, an unknown variant, an override of a field that does not
 exist) and turns absl's flag errors (a bad value, a missing required flag) into that line.
-`quiet_progress_bars()` turns TFDS's progress bars off when stderr is not a terminal, so a
-log written to a file or a pipe holds no cursor-movement codes.
+`quiet_logs()`, called by every entry point once its cheap checks are done, keeps a log
+plain: TFDS's progress bars off when stderr is not a terminal (`quiet_progress_bars`: a
+log written to a file or a pipe holds no cursor-movement codes), and third-party warnings
+that a user cannot act on dropped everywhere (`THIRD_PARTY_NOISE`).  The project's own
+log lines, progress lines (tokens/s, ETA) included, are untouched.
 """
 from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 import os
 import sys
 
@@ -130,3 +134,40 @@ def quiet_progress_bars() -> None:
   if not sys.stderr.isatty():
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy)
     tfds.disable_progress_bar()
+
+
+# Third-party log lines that say nothing a user can act on: (package directory, start of
+# the message).  Matched on the file that logged the line, so the same words from this
+# project or from another library still show.
+THIRD_PARTY_NOISE = (
+    # TFDS, listing a dataset folder while that dataset is being prepared for the first time.
+    ('tensorflow_datasets', 'Variant folder '),
+    # orbax, restoring a checkpoint step: its optional _CHECKPOINT_METADATA file is absent.
+    ('orbax', 'Metadata file does not exist'),
+)
+
+
+class _DropThirdPartyNoise(logging.Filter):
+  """Drops the log records THIRD_PARTY_NOISE names; passes every other record."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    path = record.pathname.replace(os.sep, '/')
+    for package, start in THIRD_PARTY_NOISE:
+      if f'/{package}/' in path and str(record.msg).startswith(start):
+        return False
+    return True
+
+
+_NOISE_FILTER = _DropThirdPartyNoise()
+
+
+def quiet_logs() -> None:
+  """Plain logs: progress bars only on a terminal, no third-party noise (idempotent).
+
+  The filter sits on absl's logger (TFDS and orbax log through absl) and on the root
+  logger's handlers (libraries that use `logging` directly reach those).
+  """
+  quiet_progress_bars()
+  for target in [logging.getLogger('absl')] + logging.getLogger().handlers:
+    if _NOISE_FILTER not in target.filters:
+      target.addFilter(_NOISE_FILTER)

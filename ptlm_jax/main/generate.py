@@ -80,6 +80,7 @@ def _define_flags():
 
 
 def _run():
+  cli.quiet_logs()
   f = flags.FLAGS
   options = generate.Options(
       strategy=f.strategy, max_new_tokens=f.max_new_tokens, min_new_tokens=f.min_new_tokens,

@@ -23,6 +23,7 @@ flags.mark_flags_as_required(['input', 'output'])
 
 
 def run() -> None:
+  cli.quiet_logs()
   if checkpoint.is_workdir(FLAGS.input):
     print(pretrained.export(FLAGS.input, FLAGS.output, FLAGS.format, FLAGS.step or None))
   else:

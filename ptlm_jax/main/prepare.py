@@ -120,8 +120,7 @@ def prepare(config, workdir: str) -> dict:
 
 
 def _run():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
+  cli.quiet_logs()
   prepare(FLAGS.config, FLAGS.workdir)
 
 
