@@ -37,7 +37,9 @@ handler for one process, e.g. a CPU or single-GPU job.)
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -58,6 +60,38 @@ from ptlm_jax import config_lib, errors
 # Model fields a run may change on resume; every other `model` field fixes array shapes.
 _FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'dtype', 'remat',
                       'attention_impl', 'layer_norm_eps', 'relative_max_distance')
+
+
+class _OrbaxTracebacks(logging.Filter):
+  """Drops the tracebacks that orbax's and clu's background threads log for a failed
+  write or read: the loop reports each as one line (CheckpointWriteError, a failed metrics
+  write, or the warning that sets a step aside)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and any(f'{os.sep}{name}{os.sep}' in record.pathname
+                                        for name in ('orbax', 'clu')))
+
+
+def _quiet_orbax_tracebacks() -> None:
+  logger = logging.getLogger('absl')
+  if not any(isinstance(f, _OrbaxTracebacks) for f in logger.filters):
+    logger.addFilter(_OrbaxTracebacks())
+
+
+def _ignore_closed_event_loop() -> None:
+  """After a failed read, tensorstore may complete its remaining futures once orbax's event
+  loop has closed; asyncio then raises 'Event loop is closed' where no one can catch it,
+  and Python prints it as a traceback.  The step was already reported and set aside."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'ptlm_ignores_closed_loop', False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+  hook.ptlm_ignores_closed_loop = True
+  sys.unraisablehook = hook
 
 
 def _warn(message: str) -> None:
@@ -120,15 +154,34 @@ class CheckpointWriteError(errors.UserError):
   """A checkpoint could not be written (disk full, permission, quota): the run stops there."""
 
 
-def _os_error(error: BaseException) -> OSError | None:
-  """The OSError behind an orbax / tensorstore failure, if there is one in the chain."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    if isinstance(error, OSError):
-      return error
-    seen.add(id(error))
-    error = error.__cause__ or error.__context__
+# OS errors a write can meet that the user can fix; found by name in messages of libraries
+# that do not raise an OSError (tensorstore, TensorFlow's summary writer).
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+
+
+def os_failure(error: BaseException) -> str | None:
+  """'No space left on device (errno 28)' when an OS error caused `error`, else None.
+
+  Looks through the cause chain for an OSError, tensorstore's [os_error_code='28'] or the
+  text of a write errno.
+  """
+  seen, cause = set(), error
+  while cause is not None and id(cause) not in seen:
+    if isinstance(cause, OSError) and cause.errno:
+      return f'{cause.strerror or os.strerror(cause.errno)} (errno {cause.errno})'
+    text = str(cause)
+    if (code := re.search(r"os_error_code='?(\d+)", text)) and int(code.group(1)):
+      return f'{os.strerror(int(code.group(1)))} (errno {code.group(1)})'
+    for number in _WRITE_ERRNOS:
+      if os.strerror(number) in text:
+        return f'{os.strerror(number)} (errno {number})'
+    seen.add(id(cause))
+    cause = cause.__cause__ or cause.__context__
   return None
+
+
+def _os_reason(error: BaseException) -> str:
+  return os_failure(error) or f'{type(error).__name__}: {_first_line(error)}'
 
 
 def _first_line(error: BaseException) -> str:
@@ -150,6 +203,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=cm.AnyPreservationPolicy(policies),
         enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
+    _quiet_orbax_tracebacks()
     self.manager = self._open(options)
     self._pending: int | None = None  # the step whose asynchronous save may still fail
 
@@ -212,16 +266,11 @@ class Checkpointer:
       for name in os.listdir(self.directory):
         if name.startswith(f'{step}.orbax-checkpoint-tmp'):
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-    os_error = _os_error(error)
-    if os_error is not None and os_error.strerror:
-      where = os_error.filename or f'{self.directory}/{step}'
-      reason = f'{os_error.strerror} [errno {os_error.errno}]'
-    else:
-      where, reason = f'{self.directory}/{step}', f'{type(error).__name__}: {_first_line(error)}'
+    where = f'{self.directory}/{step}'
     kept = steps(os.path.dirname(self.directory))
     raise CheckpointWriteError(
-        f'saving the checkpoint of step {step} failed: {where}: {reason}. The run stopped; '
-        f'{f"step {kept[-1]} is the latest intact checkpoint" if kept else "no checkpoint was saved"}'
+        f'saving the checkpoint of step {step} to {where} failed: {_os_reason(error)}. The run '
+        f'stopped; {f"step {kept[-1]} is the latest intact checkpoint" if kept else "no checkpoint was saved"}'
         ' (free space or fix the permissions, then rerun the same command to resume)') from None
 
   # -- resuming ------------------------------------------------------------
@@ -242,7 +291,8 @@ class Checkpointer:
     where = f'{self.directory}/{step}'
     saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
     current = json.loads(config.to_json())
-    fields = [('model', k) for k in current['model'] if k not in _FREE_MODEL_FIELDS]
+    fields = [('model', 'family')] + [('model', k) for k in current['model']
+                                      if k not in _FREE_MODEL_FIELDS + ('family',)]
     fields.append(('optim', 'optimizer'))
     for group, name in fields:
       if name in saved.get(group, {}) and saved[group][name] != current[group][name]:
@@ -290,6 +340,7 @@ class Checkpointer:
   def _set_aside(self, step: int, error: Exception | None) -> None:
     reason = (f'{type(error).__name__}: {_first_line(error)}' if error is not None
               else 'unreadable on another process')
+    _ignore_closed_event_loop()
     target = os.path.join(os.path.dirname(self.directory), 'checkpoints_corrupt',
                           f'{step}-{int(time.time())}')
     _warn(f'checkpoint {self.directory}/{step} cannot be restored ({reason}); moved to '

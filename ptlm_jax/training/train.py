@@ -635,10 +635,33 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
         ckpt.wait()
         reporter.print(f'preempted: saved step {done} to {ckpt.directory}; exiting')
         break
+  except BaseException as e:
+    failed = True
+    raise _one_line_write_error(e, workdir, last['step']) from None
+  else:
+    failed = False
   finally:
-    try:
-      ckpt.close()
-    finally:
-      watch.close()  # after the save: the preemption deadline covers it
-      reporter.close()
+    # Each is closed (the save's wait inside the preemption deadline); a failure while
+    # closing is reported only if nothing else is on its way out already.
+    for close in (ckpt.close, watch.close, reporter.close):
+      try:
+        close()
+      except Exception as e:  # pylint: disable=broad-except
+        if not failed:
+          failed = True
+          error = _one_line_write_error(e, workdir, last['step'])
+          if error is not e:
+            raise error from None
+          raise
   return last
+
+
+def _one_line_write_error(error: BaseException, workdir: str, step: int) -> BaseException:
+  """A full disk, quota or permission error while writing metrics, as a one-line UserError
+  (checkpoints raise their own, CheckpointWriteError); any other error as it is."""
+  reason = None if isinstance(error, errors.UserError) else checkpoint.os_failure(error)
+  if reason is None:
+    return error
+  return errors.UserError(f'writing into {workdir} failed after step {step}: {reason}. The run '
+                          'stopped (free space or fix the permissions, then rerun the same '
+                          'command to resume)')
