@@ -177,6 +177,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   t.keep_checkpoints = 3                 # last N kept (plus the best and the final)
   t.seed = 0                             # parameter init and objective rng
   t.nan_policy = 'stop'                  # stop | skip (on a NaN/Inf loss)
+  t.preemption_timeout = 300             # seconds a preemption save may take, then exit 2
   t.profile_steps = ''                   # 'start:end' to write a profiler trace
   t.keep_best_by = 'loss'                # eval metric whose best checkpoint is always kept: loss | accuracy | '' (none)
   t.peak_flops = 0.0                     # per-device peak FLOP/s for MFU (0 = from the device table; CPU: unknown)
@@ -465,6 +466,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _positive(config, field)
   _positive(config, 'train.eval_steps', strict=False)
   _one_of(config, 'train.nan_policy', ('stop', 'skip'))
+  _positive(config, 'train.preemption_timeout')
   _one_of(config, 'train.keep_best_by', ('loss', 'accuracy', ''))
   _positive(config, 'train.peak_flops', strict=False)
   _check(isinstance(t.loss_chunk_tokens, int) and t.loss_chunk_tokens >= 0, 'train.loss_chunk_tokens',

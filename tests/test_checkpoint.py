@@ -12,7 +12,7 @@ import pytest
 
 import stand_ins
 from ptlm_jax import errors
-from ptlm_jax.training import checkpoint, train
+from ptlm_jax.training import checkpoint, parallel, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESUME = {'train.steps': 8, 'train.checkpoint_every': 2, 'train.eval_steps': 0,
@@ -113,6 +113,28 @@ def test_incompatible_config_is_one_line_before_compiling(tmp_path):
     train.run(stand_ins.tiny_config({**overrides, 'train.steps': 4}), str(tmp_path),
               frozen_components)
   assert sorted(stand_ins.read_metrics(str(tmp_path))) == [1, 2]  # nothing trained after
+
+
+def test_pmap_checkpoints_save_one_replica_without_host_copies_and_resume_bit_exactly(tmp_path):
+  pmap = {'train.steps': 4, 'train.checkpoint_every': 2, 'train.eval_steps': 0,
+          'parallel.mode': 'pmap'}
+  whole = stand_ins.train(tmp_path / 'whole', pmap)
+  stand_ins.train(tmp_path / 'split', {**pmap, 'train.steps': 2})
+  assert _loss_bits(stand_ins.train(tmp_path / 'split', pmap)) == _loss_bits(whole)
+
+  # The checkpoint form: one copy on one device (per process), made on the devices.
+  config = stand_ins.tiny_config(pmap)
+  par = parallel.make(config)
+  spec = train.make_state_spec(config, stand_ins.components_fn()(config), jax.random.PRNGKey(0))
+  state = par.init_state(spec.init_state, jax.random.PRNGKey(0))
+  with jax.transfer_guard('disallow'):  # no device <-> host copy either way
+    global_state = par.to_global(state)
+    back = par.from_global(global_state)
+  for leaf in jax.tree.leaves(global_state):
+    assert len(leaf.sharding.device_set) == 1 and leaf.sharding.is_fully_replicated
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(back)):
+    assert b.sharding == a.sharding
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_keeps_last_n_best_and_final(tmp_path):

@@ -37,17 +37,21 @@ handler for one process, e.g. a CPU or single-GPU job.)
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import logging
 import os
 import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -56,6 +60,38 @@ from ptlm_jax import config_lib, errors
 # Model fields a run may change on resume; every other `model` field fixes array shapes.
 _FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'dtype', 'remat',
                       'attention_impl', 'layer_norm_eps', 'relative_max_distance')
+
+
+class _OrbaxTracebacks(logging.Filter):
+  """Drops the tracebacks that orbax's and clu's background threads log for a failed
+  write or read: the loop reports each as one line (CheckpointWriteError, a failed metrics
+  write, or the warning that sets a step aside)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and any(f'{os.sep}{name}{os.sep}' in record.pathname
+                                        for name in ('orbax', 'clu')))
+
+
+def _quiet_orbax_tracebacks() -> None:
+  logger = logging.getLogger('absl')
+  if not any(isinstance(f, _OrbaxTracebacks) for f in logger.filters):
+    logger.addFilter(_OrbaxTracebacks())
+
+
+def _ignore_closed_event_loop() -> None:
+  """After a failed read, tensorstore may complete its remaining futures once orbax's event
+  loop has closed; asyncio then raises 'Event loop is closed' where no one can catch it,
+  and Python prints it as a traceback.  The step was already reported and set aside."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'ptlm_ignores_closed_loop', False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+  hook.ptlm_ignores_closed_loop = True
+  sys.unraisablehook = hook
 
 
 def _warn(message: str) -> None:
@@ -77,10 +113,16 @@ class ProcessStateHandler(ocp.CheckpointHandler):
 
   def restore(self, directory, args: 'ProcessStateRestore | None' = None):
     path = self._path(directory)
-    if not path.exists():
+    written = sorted(int(m.group(1)) for p in directory.iterdir()
+                     if (m := re.fullmatch(r'process_(\d+)\.json', p.name)))
+    # A complete set of files from another process count is the user's mistake; anything
+    # else missing is a damaged step, set aside like any other unreadable file.
+    if written and written == list(range(len(written))) and len(written) != jax.process_count():
       raise errors.UserError(
-          f'{path} is missing: the checkpoint was written by a different number of processes '
-          f'(this run has {jax.process_count()})')
+          f'{directory} was written by {len(written)} process(es) and this run has '
+          f'{jax.process_count()}: resume with as many processes')
+    if not path.exists():
+      raise FileNotFoundError(f'{path} is missing')
     return json.loads(path.read_text())
 
 
@@ -108,6 +150,44 @@ def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
   return out
 
 
+class CheckpointWriteError(errors.UserError):
+  """A checkpoint could not be written (disk full, permission, quota): the run stops there."""
+
+
+# OS errors a write can meet that the user can fix; found by name in messages of libraries
+# that do not raise an OSError (tensorstore, TensorFlow's summary writer).
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+
+
+def os_failure(error: BaseException) -> str | None:
+  """'No space left on device (errno 28)' when an OS error caused `error`, else None.
+
+  Looks through the cause chain for an OSError, tensorstore's [os_error_code='28'] or the
+  text of a write errno.
+  """
+  seen, cause = set(), error
+  while cause is not None and id(cause) not in seen:
+    if isinstance(cause, OSError) and cause.errno:
+      return f'{cause.strerror or os.strerror(cause.errno)} (errno {cause.errno})'
+    text = str(cause)
+    if (code := re.search(r"os_error_code='?(\d+)", text)) and int(code.group(1)):
+      return f'{os.strerror(int(code.group(1)))} (errno {code.group(1)})'
+    for number in _WRITE_ERRNOS:
+      if os.strerror(number) in text:
+        return f'{os.strerror(number)} (errno {number})'
+    seen.add(id(cause))
+    cause = cause.__cause__ or cause.__context__
+  return None
+
+
+def _os_reason(error: BaseException) -> str:
+  return os_failure(error) or f'{type(error).__name__}: {_first_line(error)}'
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 class Checkpointer:
   """An orbax CheckpointManager in `<workdir>/checkpoints` with this project's policies."""
 
@@ -123,7 +203,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=cm.AnyPreservationPolicy(policies),
         enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
+    _quiet_orbax_tracebacks()
     self.manager = self._open(options)
+    self._pending: int | None = None  # the step whose asynchronous save may still fail
 
   def _open(self, options):
     handlers = {'state': ocp.StandardCheckpointHandler(), 'data': ProcessStateHandler(),
@@ -140,36 +222,77 @@ class Checkpointer:
     """Starts an asynchronous save of `state` (global form) at `step`; every process calls it.
 
     peft_info: the base pointer of an adapter-only state (written as the `peft` item).
+    Raises CheckpointWriteError if the previous save failed, or this one fails at once.
     """
     if step in self.manager.all_steps():
       return  # e.g. the final step of a run that resumed at its end
+    self.wait()  # orbax waits for the previous save anyway; its failure is its own step's
     items = dict(state=ocp.args.StandardSave(state), data=ProcessStateSave(data_state),
                  config=ocp.args.JsonSave(json.loads(config.to_json())))
     if peft_info is not None:
       items['peft'] = ocp.args.JsonSave(peft_info)
     args = ocp.args.Composite(**items)
-    self.manager.save(step, args=args, metrics=metrics, force=True)
+    self._pending = step
+    try:
+      self.manager.save(step, args=args, metrics=metrics, force=True)
+    except Exception as e:  # pylint: disable=broad-except  (OSError, or orbax's wrapper of one)
+      self._write_failed(e)
+
+  def check(self) -> None:
+    """CheckpointWriteError if the save in flight has failed; never waits (call every step)."""
+    if self._pending is not None and not self.manager.is_saving_in_progress():
+      self.wait()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for the save in flight; CheckpointWriteError if it failed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if self._pending is None:
+        raise
+      self._write_failed(e)
+    self._pending = None
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()  # after a failure orbax raises it once only: this one is clean
+
+  def _write_failed(self, error: Exception) -> None:
+    """Removes the step's temporary folder and raises the one-line CheckpointWriteError."""
+    step, self._pending = self._pending, None
+    if jax.process_index() == 0:
+      for name in os.listdir(self.directory):
+        if name.startswith(f'{step}.orbax-checkpoint-tmp'):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    where = f'{self.directory}/{step}'
+    kept = steps(os.path.dirname(self.directory))
+    raise CheckpointWriteError(
+        f'saving the checkpoint of step {step} to {where} failed: {_os_reason(error)}. The run '
+        f'stopped; {f"step {kept[-1]} is the latest intact checkpoint" if kept else "no checkpoint was saved"}'
+        ' (free space or fix the permissions, then rerun the same command to resume)') from None
 
   # -- resuming ------------------------------------------------------------
   def check_compatible(self, config, abstract_state) -> None:
-    """ConfigError if the latest checkpoint's model or state shapes differ from this run's."""
-    step = self.latest_step()
-    if step is None:
-      return
+    """ConfigError if the newest readable checkpoint's model or state shapes differ from
+    this run's.  Steps whose config or metadata cannot be read are set aside first."""
+    while (step := self.latest_step()) is not None:
+      try:
+        self._check_step(step, config, abstract_state)
+        return
+      except errors.UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (unreadable)
+        self._set_aside(step, e)
+
+  def _check_step(self, step: int, config, abstract_state) -> None:
+    """Reads the step's config and state metadata (any failure: unreadable) and compares."""
     where = f'{self.directory}/{step}'
-    try:
-      saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
-    except Exception:  # pylint: disable=broad-except
-      return  # unreadable: restore_latest reports it and falls back
+    saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
     current = json.loads(config.to_json())
-    fields = [('model', k) for k in current['model'] if k not in _FREE_MODEL_FIELDS]
+    fields = [('model', 'family')] + [('model', k) for k in current['model']
+                                      if k not in _FREE_MODEL_FIELDS + ('family',)]
     fields.append(('optim', 'optimizer'))
     for group, name in fields:
       if name in saved.get(group, {}) and saved[group][name] != current[group][name]:
@@ -177,12 +300,9 @@ class Checkpointer:
             f'{group}.{name}', current[group][name],
             f'{saved[group][name]!r} as in the checkpoint {where} (resuming needs the same model '
             'and optimizer; start a new --workdir)')
-    try:
-      metadata = self.manager.item_metadata(step)['state']
-    except Exception:  # pylint: disable=broad-except
-      return
+    metadata = self.manager.item_metadata(step)['state']
     if metadata is None:
-      return
+      raise FileNotFoundError(f'{where}/state has no metadata')
     saved_shapes, shapes = _flat_shapes(metadata), _flat_shapes(abstract_state)
     for path in sorted(set(saved_shapes) | set(shapes)):
       if saved_shapes.get(path) != shapes.get(path):
@@ -191,25 +311,40 @@ class Checkpointer:
             f'{saved_shapes.get(path, "absent")} there and {shapes.get(path, "absent")} here '
             '(start a new --workdir)')
 
-  def restore_latest(self, abstract_state) -> tuple[int, Any, dict] | None:
-    """(step, state, data_state) from the newest readable step, or None for a fresh run."""
+  def restore_latest(self, abstract_state, config=None) -> tuple[int, Any, dict] | None:
+    """(step, state, data_state) from the newest readable step, or None for a fresh run.
+
+    With `config`, each step tried is first checked as `check_compatible` does.  Every
+    process must read a step for it to be used: a step unreadable on any is set aside on all.
+    """
     while (step := self.latest_step()) is not None:
+      error, restored = None, None
       try:
+        if config is not None:
+          self._check_step(step, config, abstract_state)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ProcessStateRestore()))
-        return step, restored['state'], restored['data']
-      except errors.UserError:
-        raise
       except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
-        self._set_aside(step, e)
+        error = e
+      outcome = 0 if error is None else 2 if isinstance(error, errors.UserError) else 1
+      worst = _agree_max(outcome)
+      if worst == 2:
+        raise (error if outcome == 2 else errors.UserError(
+            f'another process cannot resume from {self.directory}/{step} (see its error)'))
+      if worst == 1:
+        self._set_aside(step, error)
+        continue
+      return step, restored['state'], restored['data']
     return None
 
-  def _set_aside(self, step: int, error: Exception) -> None:
-    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+  def _set_aside(self, step: int, error: Exception | None) -> None:
+    reason = (f'{type(error).__name__}: {_first_line(error)}' if error is not None
+              else 'unreadable on another process')
+    _ignore_closed_event_loop()
     target = os.path.join(os.path.dirname(self.directory), 'checkpoints_corrupt',
                           f'{step}-{int(time.time())}')
-    _warn(f'checkpoint {self.directory}/{step} cannot be restored ({type(error).__name__}: '
-          f'{first_line}); moved to {target}, trying the previous one')
+    _warn(f'checkpoint {self.directory}/{step} cannot be restored ({reason}); moved to '
+          f'{target}, trying the previous one')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(target), exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), target)
@@ -217,14 +352,28 @@ class Checkpointer:
     self.manager.reload()
 
 
+def _agree_max(value: int) -> int:
+  """The largest of every process's `value` (the value itself with one process)."""
+  if jax.process_count() == 1:
+    return value
+  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
+
+
 # ---------------------------------------------------------------------------
 # Preemption.
 
 class PreemptionWatch:
-  """Says when to save and stop after a SIGTERM (see the module docstring)."""
+  """Says when to save and stop after a SIGTERM (see the module docstring).
 
-  def __init__(self):
+  Once it has said so, the save and the exit have `timeout` seconds: past that (a save
+  that waits on a dead process or a hung filesystem), the process prints one line and
+  exits with status 2, keeping the checkpoints already finished.
+  """
+
+  def __init__(self, timeout: float = 300):
     self.signalled = False
+    self.timeout = timeout
+    self._deadline = None
     self._previous = None
     self._multiprocess = jax.process_count() > 1
     if not self._multiprocess:
@@ -239,10 +388,25 @@ class PreemptionWatch:
 
   def reached(self, step: int) -> bool:
     if self._multiprocess:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.signalled
+      reached = multihost_utils.reached_preemption_sync_point(step)
+    else:
+      reached = self.signalled
+    if reached and self._deadline is None:
+      self._deadline = threading.Timer(self.timeout, self._give_up, args=(step,))
+      self._deadline.daemon = True
+      self._deadline.start()
+    return reached
+
+  def _give_up(self, step: int) -> None:
+    print(f'error: preempted at step {step}, the checkpoint save did not finish within '
+          f'train.preemption_timeout={self.timeout:g}s; exiting without it (the checkpoints '
+          'finished before are kept)', file=sys.stderr, flush=True)
+    os._exit(2)  # pylint: disable=protected-access  (the main thread may be stuck in C++)
 
   def close(self) -> None:
+    if self._deadline is not None:
+      self._deadline.cancel()
+      self._deadline = None
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None

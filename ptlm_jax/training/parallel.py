@@ -26,8 +26,9 @@ axis does not divide stays whole.  The state is initialised abstractly
 models larger than one device fit.
 
 Checkpoints always see the *global* form of the state (`to_global` / `from_global`):
-the mesh state as it is; the pmap state as one copy replicated over all devices, so
-that orbax writes it once, collectively, from every process.
+the mesh state as it is; the pmap state as one replica (the first local device's copy,
+one device per process, no host round trip), which orbax writes once, collectively from
+every process; a restore places it back on every device.
 
 Multi-host: `initialize_distributed` calls `jax.distributed.initialize` (coordinator,
 process count and id from the config, from JAX_COORDINATOR_ADDRESS & co., or detected
@@ -207,6 +208,7 @@ class DataParallel(Parallel):
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
     self.local_mesh = Mesh(np.array(self.local_devices), (PMAP_AXIS,))
     self.global_mesh = Mesh(np.array(self.devices), ('replica',))
+    self._first_replica = self._one_replica = self._stack = None  # built on first use
 
   # Inside the step (under pmap).
   def sum(self, tree):
@@ -248,22 +250,38 @@ class DataParallel(Parallel):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                         abstract_state)
 
-  # Both conversions go through host memory (checkpoint time only): device-side slicing
-  # would compile one small program per leaf shape and device.
+  # Neither conversion goes through host memory, and the saved form is one replica: the
+  # first local device's copy, on one device per process (orbax writes process 0's).
+  # Each is one jitted program for the whole tree (compiled once per run, not per leaf).
   def to_global(self, state):
-    sharding = NamedSharding(self.global_mesh, P())
-    def one(x):
-      host = np.asarray(x.addressable_shards[0].data)[0]
-      return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-    return jax.tree.map(one, state)
+    if self._first_replica is None:
+      firsts = {}
+      for d in self.devices:
+        firsts.setdefault(d.process_index, d)
+      self._one_replica = NamedSharding(Mesh(np.array(list(firsts.values())), ('replica',)), P())
+      self._first_replica = jax.jit(lambda tree: jax.tree.map(lambda x: x[0], tree))
+    first = self.local_devices[0]
+    shards = jax.tree.map(lambda x: next(s.data for s in x.addressable_shards if s.device == first),
+                          state)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_single_device_arrays(x.shape, self._one_replica, [x]),
+        self._first_replica(shards))
 
   def from_global(self, state):
-    sharding = NamedSharding(self.local_mesh, P(PMAP_AXIS))
-    n = len(self.local_devices)
-    def one(x):
-      host = np.asarray(x.addressable_shards[0].data)[None]
-      return jax.make_array_from_callback((n,) + host.shape[1:], sharding, lambda index: host)
-    return jax.tree.map(one, state)
+    replicated = NamedSharding(self.local_mesh, P())
+    if self._stack is None:
+      n = len(self.local_devices)
+      self._stack = jax.jit(
+          lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), tree),
+          out_shardings=NamedSharding(self.local_mesh, P(PMAP_AXIS)))
+
+    def on_local_devices(x):  # replicated over this process's devices, device to device
+      by_device = {s.device: s.data for s in x.addressable_shards}
+      if all(d in by_device for d in self.local_devices):
+        return jax.make_array_from_single_device_arrays(
+            x.shape, replicated, [by_device[d] for d in self.local_devices])
+      return jax.device_put(x.addressable_shards[0].data, replicated)
+    return self._stack(jax.tree.map(on_local_devices, state))
 
 
 # ---------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 `train.run` calls these in order:
   config, source, notes = start.resolve_config(config, workdir)   # init.source fields
-  persist = start.Persistence.of(config, spec, source)            # adapter-only or whole
-  state, step = start.initial_state(...)                          # resume | source | scratch
+  workdir = start.prepare_workdir(workdir)                        # made, writable
+  with start.WorkdirLock(workdir):                                # one run per workdir
+    persist = start.Persistence.of(config, spec, source)          # adapter-only or whole
+    state, step = start.initial_state(...)                        # resume | source | scratch
 
 With `init.source` (a pretraining workdir, a model dir or an HF dir) every param that
 matches by path and shape is filled from it on a fresh start (pretrained.py).  With a PEFT
@@ -13,15 +15,21 @@ rest from the source (`Persistence.adapter_only`).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import datetime
+import fcntl
 import json
 import math
 import os
+import socket
+import sys
 from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ptlm_jax import config_lib, errors
 from ptlm_jax.peft import partitions as peft
@@ -46,6 +54,7 @@ def resolve_config(config, workdir: str):
 
 
 def prepare_workdir(workdir: str) -> str:
+  """The absolute workdir, created if needed; UserError if it cannot be written."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -57,6 +66,84 @@ def prepare_workdir(workdir: str) -> str:
     raise errors.UserError(
         f'--workdir={workdir} is not a writable directory ({e.strerror})') from None
   return workdir
+
+
+class WorkdirLock:
+  """One run per workdir: `<workdir>/.lock`, held with `fcntl.flock` by process 0.
+
+    with start.WorkdirLock(workdir):   # UserError naming the holder if another run has it
+      ...
+
+  The lock belongs to an open file, so the OS releases it when its process dies however
+  it dies (kill -9 included); the next run takes it over.  The file holds the holder's
+  host, pid and start time for the message; it is removed when the run ends.  Every
+  process learns process 0's outcome, so a refused multi-host run stops everywhere.
+  """
+  NAME = '.lock'
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, self.NAME)
+    self._fd = None
+    refusal = self._acquire() if jax.process_index() == 0 else ''
+    if jax.process_count() > 1:
+      refused = multihost_utils.broadcast_one_to_all(np.int32(bool(refusal)))
+      if int(refused) and not refusal:
+        refusal = f'--workdir={workdir} is in use by another run (see process 0)'
+    if refusal:
+      raise errors.UserError(refusal)
+
+  def _acquire(self) -> str:
+    """'' once held, else the refusal."""
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = os.read(fd, 4096).decode('utf-8', 'replace')
+        os.close(fd)
+        return (f'--workdir={os.path.dirname(self.path)} is in use by another run ({_holder(holder)}); '
+                'wait for it to end or choose another --workdir')
+      except OSError as e:  # a filesystem without locks: run, unprotected
+        os.close(fd)
+        print(f'warning: cannot lock {self.path} ({e.strerror}): a second run on this '
+              'workdir would not be refused', file=sys.stderr, flush=True)
+        return ''
+      # The previous holder may have removed the file between our open and flock: then
+      # this lock is on a file no one else will open; start over on the current one.
+      try:
+        same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
+      os.close(fd)
+    info = {'host': socket.gethostname(), 'pid': os.getpid(),
+            'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(info).encode())
+    self._fd = fd
+    return ''
+
+  def release(self) -> None:
+    if self._fd is not None:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(self.path)  # while still held: a later opener makes a new file
+      os.close(self._fd)
+      self._fd = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+def _holder(text: str) -> str:
+  try:
+    info = json.loads(text)
+    return f"host {info['host']}, pid {info['pid']}, since {info['started']}"
+  except (ValueError, KeyError, TypeError):
+    return 'holder unknown'
 
 
 @dataclasses.dataclass
@@ -86,10 +173,13 @@ class Persistence:
 
 
 def initial_state(par, ckpt, persist: Persistence, global_abstract, init_state: Callable,
-                  init_rng, train_iter, reporter) -> tuple[Any, int]:
-  """(state, its step): the latest checkpoint if there is one, else a fresh state with
-  init.source's matching params placed (the data iterator is set to the checkpoint's)."""
-  restored = ckpt.restore_latest(persist.view(global_abstract))
+                  init_rng, train_iter, reporter, config=None) -> tuple[Any, int]:
+  """(state, its step): the latest readable checkpoint if there is one, else a fresh state
+  with init.source's matching params placed (the data iterator is set to the checkpoint's).
+
+  config: each step tried is checked against it (`Checkpointer.check_compatible`).
+  """
+  restored = ckpt.restore_latest(persist.view(global_abstract), config)
   if not restored:
     state = par.init_state(init_state, init_rng)
     if persist.match is not None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import math
 import time
@@ -53,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from ptlm_jax import errors, flops
 from ptlm_jax.peft import partitions as peft
@@ -338,6 +338,13 @@ def _fetch(pending, par, schedule, nan_policy: str, reporter, last_saved: int | 
   return fetched
 
 
+def _any_process(flag: bool) -> bool:
+  """True if `flag` is true on some process (a tiny collective with several processes)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def _window_scalars(window: list[dict[str, float]]) -> dict[str, float]:
   """Token-weighted train scalars over the steps since the last write (finite steps only)."""
   good = [w for w in window if w['finite']] or window
@@ -410,6 +417,12 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
   parallel.initialize_distributed(config)
   config, source, inherited = start.resolve_config(config, workdir)
   workdir = start.prepare_workdir(workdir)
+  with start.WorkdirLock(workdir):  # one run per workdir (process 0 holds it)
+    return _run(config, workdir, components_fn, source, inherited, started)
+
+
+def _run(config, workdir: str, components_fn, source, inherited, started) -> dict[str, float]:
+  """`run` once the workdir is this run's: every check before the first write into it."""
   par = parallel.make(config)
   components = components_fn(config)
   components = dataclasses.replace(components, model=peft.wrap(components.model, config.peft))
@@ -418,13 +431,10 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.train.seed), 3)
   with par.context():
     spec = make_state_spec(config, components, init_rng)
-  reporter = _make_reporter(config, workdir, spec, par)
   persist = start.Persistence.of(config, spec.abstract_state.params, spec.trainable, source)
-  start.write_params_report(workdir, config, reporter, spec.abstract_state.params, spec.labels,
-                            inherited, persist)
 
   with par.context():
-    # -- Checkpoint: resume, or start from scratch (or from init.source) --
+    # -- Checks against the workdir's checkpoints (a refused run has written nothing) --
     ckpt = checkpoint.Checkpointer(workdir, config)
     par.prepare(spec.abstract_state, spec.param_specs)
     global_abstract = par.global_abstract(spec.abstract_state)
@@ -433,16 +443,24 @@ def run(config, workdir: str, components_fn: Callable[[Any], Components] = build
       raise errors.ConfigError('peft.rules', config.peft.rules,
                                'rules that leave some parameter trainable (with peft.method='
                                f'{config.peft.method!r} every one is frozen)')
+
+    # -- Reporter and parameter report: the first writes --
+    reporter = _make_reporter(config, workdir, spec, par)
+    start.write_params_report(workdir, config, reporter, spec.abstract_state.params, spec.labels,
+                              inherited, persist)
+
+    # -- Checkpoint: resume, or start from scratch (or from init.source) --
     state, start_step = start.initial_state(par, ckpt, persist, global_abstract,
                                             spec.init_state, init_rng, components.train_iter,
-                                            reporter)
+                                            reporter, config)
     if start_step == 0:
       reporter.hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
           config.to_dict(), sep='.').items()})
 
     # -- Compile (or take the steps of an identical earlier run: reuse_compiled_steps) --
     train_step, eval_step = _compiled_steps(config, components_fn, components, spec, par)
-    evaluate = _make_evaluate(config, workdir, components, par, eval_step, eval_rng)
+    evaluate = _make_evaluate(config, workdir, components, par, eval_step, eval_rng,
+                              spec.row_length)
 
     # -- Train --
     return _loop(config, workdir, components, par, state, start_step, train_step, evaluate,
@@ -516,8 +534,15 @@ def _make_reporter(config, workdir: str, spec: StateSpec, par) -> metrics.Report
 
 
 def _make_evaluate(config, workdir: str, components: Components, par, eval_step,
-                   eval_rng) -> Callable:
-  """evaluate(state, step) -> eval scalars ({} when there is nothing to evaluate)."""
+                   eval_rng, row_length: int = 0) -> Callable:
+  """evaluate(state, step) -> eval scalars ({} when there is nothing to evaluate).
+
+  Processes may hold different numbers of evaluation batches (each reads its own shard of
+  a finite split): every process runs as many batches as the one with the most (up to
+  `train.eval_steps`), agreed batch by batch, and those that ran out feed empty rows
+  (segment 0: zero weight).  So no process waits alone in a collective, and every
+  document any process holds is counted, whatever the number of processes.
+  """
   t = config.train
   local_rows = t.batch_size // jax.process_count()
 
@@ -525,8 +550,17 @@ def _make_evaluate(config, workdir: str, components: Components, par, eval_step,
     if components.eval_batches is None or t.eval_steps == 0:
       return {}
     totals: dict[str, float] = {}
-    batches = itertools.islice(components.eval_batches(), t.eval_steps)
-    for i, batch in enumerate(batches):
+    batches = iter(components.eval_batches())
+    empty = {k: np.zeros((local_rows, row_length), np.int32)
+             for k in ('tokens', 'segment_ids', 'positions')}
+    for i in range(t.eval_steps):
+      batch = next(batches, None)
+      if not _any_process(batch is not None):
+        break
+      if batch is None:
+        batch = empty
+      else:
+        empty = {k: np.zeros((local_rows,) + v.shape[1:], v.dtype) for k, v in batch.items()}
       sums = eval_step(state, par.shard_batch(_pad_rows(batch, local_rows)),
                        jax.random.fold_in(eval_rng, i))
       for k, v in par.metrics_to_host(sums).items():
@@ -551,7 +585,7 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
   """Steps from start_step to train.steps: log, evaluate and save on their cadences."""
   t = config.train
   schedule = optim.make_schedule(config, xp=np)  # host copies of the logged rate
-  watch = checkpoint.PreemptionWatch()
+  watch = checkpoint.PreemptionWatch(t.get('preemption_timeout', 300))
   profiler = metrics.Profiler(workdir, t.profile_steps)
   pending: list[tuple[int, Any]] = []   # (step, device metrics) not yet fetched
   window: list[dict[str, float]] = []
@@ -593,6 +627,7 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
         ranked = {k: eval_scalars[k] for k in ('loss', 'accuracy')} if eval_scalars else None
         ckpt.save(done, par.to_global(persist.view(state)), components.train_iter.get_state(),
                   config, metrics=ranked, peft_info=persist.peft_info)
+      ckpt.check()  # a failed asynchronous save stops the run here, one line naming it
       if eval_due or save_due:
         reporter.restart_clock(done)
       last['step'] = done
@@ -600,8 +635,33 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
         ckpt.wait()
         reporter.print(f'preempted: saved step {done} to {ckpt.directory}; exiting')
         break
+  except BaseException as e:
+    failed = True
+    raise _one_line_write_error(e, workdir, last['step']) from None
+  else:
+    failed = False
   finally:
-    watch.close()
-    ckpt.close()
-    reporter.close()
+    # Each is closed (the save's wait inside the preemption deadline); a failure while
+    # closing is reported only if nothing else is on its way out already.
+    for close in (ckpt.close, watch.close, reporter.close):
+      try:
+        close()
+      except Exception as e:  # pylint: disable=broad-except
+        if not failed:
+          failed = True
+          error = _one_line_write_error(e, workdir, last['step'])
+          if error is not e:
+            raise error from None
+          raise
   return last
+
+
+def _one_line_write_error(error: BaseException, workdir: str, step: int) -> BaseException:
+  """A full disk, quota or permission error while writing metrics, as a one-line UserError
+  (checkpoints raise their own, CheckpointWriteError); any other error as it is."""
+  reason = None if isinstance(error, errors.UserError) else checkpoint.os_failure(error)
+  if reason is None:
+    return error
+  return errors.UserError(f'writing into {workdir} failed after step {step}: {reason}. The run '
+                          'stopped (free space or fix the permissions, then rerun the same '
+                          'command to resume)')
