@@ -637,7 +637,10 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
         break
   except BaseException as e:
     failed = True
-    raise _one_line_write_error(e, workdir, last['step']) from None
+    error = _one_line_write_error(e, workdir, last['step'])
+    if error is e:
+      raise
+    raise error from None
   else:
     failed = False
   finally:
