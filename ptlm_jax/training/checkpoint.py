@@ -1,9 +1,10 @@
 """Checkpoints in `<workdir>/checkpoints` (orbax-checkpoint), resume and preemption.
 
   ckpt = checkpoint.Checkpointer(workdir, config)
-  ckpt.check_compatible(config, global_abstract_state)  # before compiling anything
-  restored = ckpt.restore_latest(global_abstract_state) # None, or (step, state, data_state)
+  ckpt.check_compatible(config, global_abstract_state)  # before compiling or writing anything
+  restored = ckpt.restore_latest(global_abstract_state, config)  # None, or (step, state, data)
   ckpt.save(step, global_state, train_iter.get_state(), config, metrics={'loss': ...})
+  ckpt.check()                                           # every step: a failed save stops here
   ckpt.close()                                           # waits for async saves
 
 Each step directory holds three items: `state` (the train state: step, params,
@@ -14,17 +15,22 @@ trainable and new params) has a fourth, `peft`: the pointer to its base (`{"sour
 path, "source_step": step}`), which `pretrained.from_pretrained` follows.
 Saves are asynchronous: the arrays are copied off the devices, then written in the
 background while training goes on; orbax renames a step directory into place only
-once it is complete, so a killed save leaves no step behind.
+once it is complete, so a killed save leaves no step behind.  A save that fails (disk
+full, quota, permission) raises `CheckpointWriteError` at the next `check()` or save:
+one line naming the step, its path and the OS error; its temporary folder is removed
+and the earlier steps are untouched (orbax deletes old steps only after a save finishes).
 
 Kept: the last `train.keep_checkpoints`, the best by the eval metric
 `train.keep_best_by` (a checkpoint is ranked only when an evaluation ran at its step),
 and the final step (`train.steps`) always.
 
 Resume: the latest step that restores is used, and the loop says which.  A step that
-fails to restore (a corrupt or truncated file) is moved to `<workdir>/checkpoints_corrupt/`
-with a warning, and the previous step is tried.  `check_compatible` compares the saved
-config's model shape and optimizer, then every array's shape, with this run's and
-raises a one-line `ConfigError` on a difference.
+any process fails to read (any file missing or corrupt: the state's arrays or metadata,
+`data/process_<i>.json`, the config) is moved whole to `<workdir>/checkpoints_corrupt/`
+with a one-line warning, and the previous step is tried.  `check_compatible` compares the
+saved config's model shape and optimizer, then every array's shape, with this run's and
+raises a one-line `ConfigError` on a difference; `restore_latest` checks each step it
+tries the same way.
 
 Preemption (`PreemptionWatch`): one process alone installs a SIGTERM handler that sets
 a flag; the loop checks it after every step, saves and exits cleanly.  With several
@@ -32,7 +38,8 @@ processes, SIGTERM may reach them at different steps, so the loop asks
 `multihost_utils.reached_preemption_sync_point(step)` instead: jax's preemption service
 (started by `jax.distributed.initialize`, listening for SIGTERM) agrees on one step for
 every process.  (That call is always False without jax.distributed, hence the plain
-handler for one process, e.g. a CPU or single-GPU job.)
+handler for one process, e.g. a CPU or single-GPU job.)  From then on the save has
+`train.preemption_timeout` seconds; past that the process prints one line and exits 2.
 """
 from __future__ import annotations
 

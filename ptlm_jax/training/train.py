@@ -31,8 +31,9 @@ the trainable leaves alone.  `peft.method=lora` wraps the model in `lora.LoraMod
 Where a run starts (init.source, adapter-only checkpoints, resume) is `start.py`; the
 start-of-run parameter report is printed and written to `<workdir>/params_report.json`.
 
-`run` reads top to bottom: checks and config → model, optimizer and abstract state →
-reporter and parameter report → checkpoint (resume or fresh) → compile → `_loop`.
+`run` reads top to bottom: checks and config → the workdir's lock → model, optimizer and
+abstract state → checks against the checkpoints → reporter and parameter report (the first
+writes: a refused run has written nothing) → checkpoint (resume or fresh) → compile → `_loop`.
 
 Legend: B batch rows, T target positions, V vocabulary, M microbatches, X any further axes.
 """
@@ -637,7 +638,10 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
         break
   except BaseException as e:
     failed = True
-    raise _one_line_write_error(e, workdir, last['step']) from None
+    error = _one_line_write_error(e, workdir, last['step'])
+    if error is e:
+      raise
+    raise error from None
   else:
     failed = False
   finally:
