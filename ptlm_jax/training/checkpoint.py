@@ -77,6 +77,11 @@ class ProcessStateHandler(ocp.CheckpointHandler):
 
   def restore(self, directory, args: 'ProcessStateRestore | None' = None):
     path = self._path(directory)
+    states = [json.loads(p.read_text()) for p in sorted(directory.glob('process_*.json'))]
+    if states and all('lanes' in s for s in states):
+      # The packed pipeline's cursors are per row of the global batch, not per process:
+      # every process gets all of them, so any process count can resume.
+      return dict(states[0], lanes={k: v for s in states for k, v in s['lanes'].items()})
     if not path.exists():
       raise errors.UserError(
           f'{path} is missing: the checkpoint was written by a different number of processes '
