@@ -11,8 +11,11 @@ What a document is depends on the extension (each may end in `.gz`):
   .csv, .tsv    a header row, then one document per row in column `data.text_key`.
 
 Files are streamed line by line (nothing holds a whole file), so `sources.texts` hands
-them to the tokenizer trainer and the packed pipeline as it does a TFDS split.  Process
-p of P keeps documents p, p + P, p + 2P, ... (disjoint, sizes within one of each other).
+them to the tokenizer trainer as it does a TFDS split.  The packed pipeline reads them in
+chunks (`corpus_chunks`): byte ranges of CHUNK_BYTES of an uncompressed .txt / .jsonl
+file, found from file sizes alone, so the first batch never waits for a scan of the
+corpus; a chunk holds the documents whose first line starts in its range.  An error in a
+chunk still names the line in the file (counted only when there is an error).
 
 Fine-tuning (`config.task.train_file` / `validation_file` / `test_file`, one file each,
 picked for the split names 'train' / 'validation' / 'test'): .csv, .tsv or .jsonl rows

@@ -146,11 +146,12 @@ class _Lane:
     self._docs = [None] * len(self.chunks)  # (n, ordered documents) of each source
     self._block = (None, None)
 
-  def read_ahead(self) -> None:
+  def read_ahead(self, ahead: int = 0) -> None:
+    """Starts tokenising this lane's current chunks (ahead=0) or its next ones (ahead=1)."""
     for m, chunks in enumerate(self.chunks):
-      for n in (self.n[m], self.n[m] + self.num_lanes):
-        if self.infinite or n < chunks.num_chunks:
-          chunks.prefetch(self.orders[m].chunk(n)[1])
+      n = self.n[m] + ahead * self.num_lanes
+      if self.infinite or n < chunks.num_chunks:
+        chunks.prefetch(self.orders[m].chunk(n)[1])
 
   def _exhausted(self, m: int) -> bool:
     return not self.infinite and self.n[m] >= self.chunks[m].num_chunks
@@ -259,8 +260,13 @@ class PretrainIterator:
     self._states = [lane.state() for lane in self._lanes]  # after the last batch returned
     self._done = False
     self._thread = self._queue = self._stop = None
-    for lane in self._lanes:
-      lane.read_ahead()
+    self._read_ahead()
+
+  def _read_ahead(self):
+    """Every lane's first chunk, then every lane's next (the first batch needs the former)."""
+    for ahead in (0, 1):
+      for lane in self._lanes:
+        lane.read_ahead(ahead)
 
   # --- batches --------------------------------------------------------------
   def _make_batch(self):
@@ -373,7 +379,7 @@ class PretrainIterator:
     self._join()
     for lane in self._lanes:
       lane.set_state(state['lanes'][str(lane.index)])
-      lane.read_ahead()
+    self._read_ahead()
     self._states = [lane.state() for lane in self._lanes]
     self._done = bool(state.get('done', False))
 
