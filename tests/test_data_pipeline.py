@@ -235,7 +235,7 @@ def test_token_ids_are_cached_per_chunk_and_reused():
   config, tok = lib.small_config(), lib.small_tokenizer()
   first = pipeline.tokenized_split(config, tok, 'validation')
   folder = pipeline.token_source(config, tok, 'validation').folder
-  files = sorted(folder.glob('*.npy'))
+  files = sorted(folder.glob('*.ids'))
   mtimes = [f.stat().st_mtime_ns for f in files]
   second = pipeline.tokenized_split(config, tok, 'validation')
   assert [f.stat().st_mtime_ns for f in files] == mtimes  # read, not made again

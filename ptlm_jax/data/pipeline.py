@@ -96,30 +96,49 @@ def tokenized_split(config, tokenizer, split: str) -> TokenizedSplit:
                         fingerprint=chunks.fingerprint)
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+  """splitmix64's finaliser on uint64 arrays: distinct inputs give well-spread outputs."""
+  x = x + np.uint64(0x9E3779B97F4A7C15)
+  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
 class _Orders:
   """Chunk order per epoch and document order per (epoch, chunk) of one source."""
 
   def __init__(self, num_chunks: int, seed: int, source_index: int, shuffle: bool):
     self.num_chunks, self.shuffle = num_chunks, shuffle
     self.seed = [seed, source_index]
-    self._epochs: dict[int, np.ndarray] = {}
+    self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+  def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk permutation, a uint64 key per chunk) of an epoch, from (seed, source, epoch)."""
+    if epoch not in self._epochs:
+      if len(self._epochs) > 2:
+        self._epochs.pop(min(self._epochs))
+      rng = np.random.default_rng(self.seed + [epoch])
+      self._epochs[epoch] = (rng.permutation(self.num_chunks),
+                             rng.integers(0, 2**63, self.num_chunks, dtype=np.uint64))
+    return self._epochs[epoch]
 
   def chunk(self, n: int) -> tuple[int, int]:
     """(epoch, chunk index) of number n of the epochs laid end to end."""
     epoch, i = divmod(n, self.num_chunks)
     if not self.shuffle:
       return epoch, i
-    if epoch not in self._epochs:
-      if len(self._epochs) > 2:
-        self._epochs.pop(min(self._epochs))
-      self._epochs[epoch] = np.random.default_rng(self.seed + [epoch]).permutation(
-          self.num_chunks)
-    return epoch, int(self._epochs[epoch][i])
+    return epoch, int(self._epoch(epoch)[0][i])
 
   def documents(self, epoch: int, chunk: int, count: int) -> np.ndarray:
+    """The order of a chunk's documents: sorted by a hash of (chunk key, index).
+
+    A hash instead of a generator per chunk: seeding one costs ~0.1 ms, a chunk's
+    documents are packed in a few.
+    """
     if not self.shuffle:
       return np.arange(count)
-    return np.random.default_rng(self.seed + [epoch, chunk]).permutation(count)
+    key = self._epoch(epoch)[1][chunk]
+    return np.argsort(_mix64(np.arange(count, dtype=np.uint64) ^ key), kind='stable')
 
 
 class _Lane:

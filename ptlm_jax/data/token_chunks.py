@@ -8,7 +8,8 @@ Why chunks, tokenised lazily: a chunk (a few KiB to 1 MiB of text, `sources.open
 is the unit the packed pipeline shuffles and hands to a lane, so the first batch needs
 only the chunks its rows start in, whatever the corpus size; nothing tokenises a whole
 split before step 1.  Each chunk's ids are written to `<cache>/token_chunks/<key>/` as it
-is made (one .npy: document count, lengths, ids), so later epochs and later runs read
+is made (one raw little-endian int32 file `<chunk>.ids`: document count, lengths, ids; no
+header to parse, so reading one costs tens of microseconds), so later epochs and later runs read
 ids instead of running SentencePiece again (~20x faster on 2 cores).  Readers never see
 a half-written file (write to a temporary name, then rename).
 
@@ -67,24 +68,34 @@ class TokenChunks:
     self._lock = threading.Lock()
     self._pool = concurrent.futures.ThreadPoolExecutor(READ_AHEAD_THREADS,
                                                        thread_name_prefix='tokenize')
+    # Chunks already in the cache (one listing, not a stat per chunk).
+    self._cached = set()
+    if self.folder is not None and self.folder.is_dir():
+      self._cached = {int(n[:-4]) for n in os.listdir(self.folder)
+                      if n.endswith('.ids') and n[:-4].isdigit()}
+
+  def _path(self, chunk: int) -> str:
+    return os.path.join(self.folder, f'{chunk}.ids')
 
   def _make(self, chunk: int) -> list[np.ndarray]:
-    path = self.folder / f'{chunk}.npy' if self.folder else None
-    if path is not None and path.exists():
-      return _unpack(np.load(path))
+    if chunk in self._cached:
+      return _unpack(np.fromfile(self._path(chunk), dtype='<i4'))
     docs = []
     for ids in self.tokenizer.encode_batch(self.source.read(chunk)):
       if ids:  # an empty document would be a lone EOS
         docs.append(np.asarray(ids + [vocab.EOS_ID], np.int32))
-    if path is not None:
-      path.parent.mkdir(parents=True, exist_ok=True)
-      tmp = path.with_name(f'.{chunk}.{os.getpid()}.{threading.get_ident()}.npy')
-      np.save(tmp, _pack(docs))
-      os.replace(tmp, path)  # atomic: a concurrent reader sees no file or the whole file
+    if self.folder is not None:
+      self.folder.mkdir(parents=True, exist_ok=True)
+      tmp = os.path.join(self.folder, f'.{chunk}.{os.getpid()}.{threading.get_ident()}')
+      _pack(docs).astype('<i4').tofile(tmp)
+      os.replace(tmp, self._path(chunk))  # atomic: a reader sees no file or the whole file
+      self._cached.add(chunk)
     return docs
 
   def prefetch(self, chunk: int) -> None:
     """Starts making `chunk` on a worker thread (a no-op when it is made or under way)."""
+    if chunk in self._cached:
+      return  # reading the ids is quicker than handing the work to a thread
     with self._lock:
       if chunk not in self._memory and chunk not in self._pending:
         self._pending[chunk] = self._pool.submit(self._make, chunk)
