@@ -154,9 +154,14 @@ class _Lane:
     self.weights, self.num_lanes, self.seed, self.infinite = weights, num_lanes, seed, infinite
     self.set_state([0, -1, 0] + [index, 0] * len(chunks))
 
-  def state(self) -> list[int]:
-    return [self.draws, self.current, self.offset] + [
-        v for m in range(len(self.chunks)) for v in (self.n[m], self.pos[m])]
+  def state(self) -> tuple:
+    """A cheap snapshot (taken after every batch); `as_list` gives the saved form."""
+    return self.draws, self.current, self.offset, tuple(self.n), tuple(self.pos)
+
+  @staticmethod
+  def as_list(snapshot: tuple) -> list[int]:
+    draws, current, offset, n, pos = snapshot
+    return [draws, current, offset] + [v for pair in zip(n, pos) for v in pair]
 
   def set_state(self, state) -> None:
     self.draws, self.current, self.offset = (int(v) for v in state[:3])
@@ -205,6 +210,11 @@ class _Lane:
 
   def document(self) -> np.ndarray | None:
     """The document being packed (ids + EOS), or None when a finite lane is done."""
+    m = self.current
+    if m >= 0 and self._docs[m] is not None and self._docs[m][0] == self.n[m]:
+      docs = self._docs[m][1]  # the usual case: the next document of the chunk at hand
+      if self.pos[m] < len(docs):
+        return docs[self.pos[m]]
     empty_run = 0
     while True:
       if self.current < 0:
@@ -236,15 +246,18 @@ class _Lane:
       doc = self.document()
       if doc is None:
         break
-      start = self.offset
-      take = min(len(doc) - start, L if pack else L - fill)
-      if take > L - fill:  # pack mode: the next piece does not fit this row
+      start, left = self.offset, L - fill
+      take = len(doc) - start
+      if take > (L if pack else left):
+        take = L if pack else left
+      if take > left:  # pack mode: the next piece does not fit this row
         break
       seg += 1
-      tokens_L[fill:fill + take] = doc[start:start + take]
-      segments_L[fill:fill + take] = seg
-      positions_L[fill:fill + take] = arange_L[:take]
-      fill += take
+      end = fill + take
+      tokens_L[fill:end] = doc[start:start + take]
+      segments_L[fill:end] = seg
+      positions_L[fill:end] = arange_L[:take]
+      fill = end
       if start + take == len(doc):
         self.finish_document()
       else:
@@ -380,7 +393,7 @@ class PretrainIterator:
     The checkpoint merges the lanes of all processes (`merge_states`), so any process
     count that divides the batch can resume from it.
     """
-    lanes = {str(lane.index): list(s) for lane, s in zip(self._lanes, self._states)}
+    lanes = {str(lane.index): _Lane.as_list(s) for lane, s in zip(self._lanes, self._states)}
     return dict(lanes=lanes, done=self._done, **self._identity)
 
   def set_state(self, state: dict) -> None:
