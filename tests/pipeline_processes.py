@@ -14,6 +14,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAVE_AT, AFTER = 3, 4
+MIXTURE = 'shakespeare:0.6,news:0.4'  # two sources: both cursors go through the checkpoint
 
 
 def main(argv):
@@ -28,7 +29,7 @@ def main(argv):
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
   from ptlm_jax.data import pipeline
   from ptlm_jax.training import checkpoint
-  config, tok = lib.small_config(), lib.small_tokenizer()
+  config, tok = lib.small_config(mixture=MIXTURE), lib.small_tokenizer()
   config.train.update(steps=SAVE_AT, keep_checkpoints=2, keep_best_by='')
   it = pipeline.make_pretrain_iterator(config, tok)  # this process of jax's layout
   replicated = NamedSharding(Mesh(np.array(jax.devices()), ('d',)), PartitionSpec())

@@ -1,5 +1,6 @@
 """One global order across real processes (jax.distributed on CPU): 2 processes make the
-global batches 1 process makes, and a checkpoint written by 2 resumes on 1 and back."""
+global batches 1 process makes, and a checkpoint written by 2 resumes on 1 and back
+(a two-corpus mixture, so every source's cursor goes through the real checkpoint)."""
 import os
 import shutil
 import socket
@@ -44,7 +45,8 @@ def _global_rows(out, mode, count):
 
 
 def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
-  config, tok = lib.small_config(), lib.small_tokenizer()  # cached before the processes start
+  # The tokenizer and the token chunks are cached before the processes start.
+  config, tok = lib.small_config(mixture=script.MIXTURE), lib.small_tokenizer()
   it = pipeline.make_pretrain_iterator(config, tok, process_index=0, process_count=1)
   steps = script.SAVE_AT + script.AFTER
   batches = [next(it) for _ in range(steps)]
