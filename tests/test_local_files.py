@@ -521,3 +521,15 @@ def test_ner_qa_and_text_to_text_runs_on_files(kind, tmp_path, monkeypatch):
   metric = {'ner': 'eval_task_entity_f1', 'qa': 'eval_task_exact_match',
             't2t': 'eval_task_rouge1'}[kind]
   assert np.isfinite(last['eval_loss']) and last[metric] >= 0.0
+
+
+def test_resolve_makes_mixture_file_globs_absolute(tmp_path, monkeypatch):
+  files = write_corpus(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  config = corpus_config(dict(train='train/*.txt', validation='val.jsonl.gz'))
+  config.data.update(corpus='news', mixture='files:0.5,news:0.5')
+  local_files.resolve(config)
+  assert config.data.train_files == f'{tmp_path}/train/*.txt'
+  assert local_files.corpus_files(config, 'train') == sorted(
+      str(p) for p in (tmp_path / 'train').glob('*.txt'))
+  assert files['docs']

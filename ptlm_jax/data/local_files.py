@@ -47,6 +47,7 @@ import re
 import sys
 from typing import Iterator
 
+from ptlm_jax import config_lib
 from ptlm_jax.errors import ConfigError, UserError
 
 TEXT, JSONL, CSV, TSV = '.txt', '.jsonl', '.csv', '.tsv'
@@ -500,13 +501,14 @@ def resolve(config) -> None:
   file (the rest is read, and checked, when it is tokenised, also before compiling).
   """
   d, t = config.data, config.task
-  if d.corpus == 'files':
+  mixed = [name for name, _ in config_lib.mixture(config)]
+  if d.corpus == 'files' or 'files' in mixed:
     # Absolute globs: the saved config (and its tokenizer's cache key) then finds the
     # files from any directory, e.g. when a fine-tuning run names this one as init.source.
     for field in ('train_files', 'validation_files'):
       d[field] = ','.join(os.path.abspath(os.path.expanduser(p.strip()))
                           for p in d[field].split(',') if p.strip())
-  if d.corpus == 'files' and not t.name:
+  if (d.corpus == 'files' or 'files' in mixed) and not t.name:
     for path in corpus_files(config, d.train_split):
       next(documents(path, d.text_key))
     for path in corpus_files(config, d.eval_split):
