@@ -245,3 +245,17 @@ def test_token_ids_are_cached_per_chunk_and_reused():
   expected = np.concatenate([np.asarray(tok.encode(t) + [1], np.int32) for t in texts if t])
   np.testing.assert_array_equal(first.ids, expected)
   assert len(files) == pipeline.token_source(config, tok, 'validation').num_chunks > 1
+
+
+def test_a_closed_iterator_can_still_resume_and_continue():
+  config, tok = lib.small_config(), lib.small_tokenizer()
+  it = pipeline.make_pretrain_iterator(config, tok, process_index=0, process_count=1)
+  first = [next(it) for _ in range(3)]
+  it.close()  # stops the prefetch and tokenising threads
+  it.set_state(json.loads(json.dumps(pipeline.merge_states([it.get_state()]))))
+  fresh = pipeline.make_pretrain_iterator(config, tok, process_index=0, process_count=1)
+  expected = [next(fresh) for _ in range(5)][3:]
+  _assert_batches_equal([next(it) for _ in range(2)], expected)
+  assert first and it.chunks[0]._closed
+  fresh.close()
+  it.close()

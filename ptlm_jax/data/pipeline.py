@@ -88,7 +88,11 @@ def token_source(config, tokenizer, split: str, corpus: str | None = None,
 def tokenized_split(config, tokenizer, split: str) -> TokenizedSplit:
   """A whole split as ids, chunk after chunk (for statistics; fills the chunk cache)."""
   chunks = token_source(config, tokenizer, split)
-  docs = [d for c in range(chunks.num_chunks) for d in chunks.get(c)]
+  docs = []
+  for c in range(chunks.num_chunks):
+    for ahead in range(c + 1, min(c + 1 + token_chunks.READ_AHEAD_THREADS, chunks.num_chunks)):
+      chunks.prefetch(ahead)  # the worker threads tokenise the next chunks meanwhile
+    docs += chunks.get(c)
   chunks.close()
   lengths = np.asarray([len(d) for d in docs], np.int64)
   ids = np.concatenate(docs) if docs else np.zeros(0, np.int32)

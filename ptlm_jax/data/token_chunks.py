@@ -71,6 +71,7 @@ class TokenChunks:
     self._lock = threading.Lock()
     self._pool = concurrent.futures.ThreadPoolExecutor(READ_AHEAD_THREADS,
                                                        thread_name_prefix='tokenize')
+    self._closed = False
     # Chunks already in the cache (one listing, not a stat per chunk).
     self._cached = set()
     if self.folder is not None and self.folder.is_dir():
@@ -97,7 +98,7 @@ class TokenChunks:
 
   def prefetch(self, chunk: int) -> None:
     """Starts making `chunk` on a worker thread (a no-op when it is made or under way)."""
-    if chunk in self._cached:
+    if chunk in self._cached or self._closed:
       return  # reading the ids is quicker than handing the work to a thread
     with self._lock:
       if chunk not in self._memory and chunk not in self._pending:
@@ -109,6 +110,8 @@ class TokenChunks:
       if chunk in self._memory:
         return self._memory[chunk]
       future = self._pending.get(chunk)
+    if future is not None and future.cancelled():  # cancelled by close()
+      future = None
     try:
       docs = future.result() if future is not None else self._make(chunk)
     finally:
@@ -121,6 +124,8 @@ class TokenChunks:
     return docs
 
   def close(self) -> None:
+    """Stops the worker threads; `get` still works (tokenising in the caller's thread)."""
+    self._closed = True
     self._pool.shutdown(wait=False, cancel_futures=True)
 
 
