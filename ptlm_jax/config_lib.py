@@ -112,6 +112,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   d.shuffle = True                       # shuffle documents each epoch
   d.shuffle_seed = 0                     # document order seed (same seed, same batches)
   d.prefetch = 2                         # batches prepared ahead on a background thread
+  d.mixture = ''                         # pretraining mixture 'news:0.7,shakespeare:0.2,files:0.1' (corpus:weight; '' = data.corpus alone)
   # Fine-tuning: N > 0 batches rows of similar length and cuts each batch to the smallest of N
   # widths up to seq_len that holds it (HF group_by_length; N shapes compile); 0 = seq_len.
   d.length_buckets = 0
@@ -259,6 +260,37 @@ def reference_config(family: str, sizes: dict) -> ml_collections.ConfigDict:
 # ---------------------------------------------------------------------------
 # Validation.  Each check names the field, the value and what is allowed.
 
+def _known_corpus(name: str) -> bool:
+  return name in ('news', 'shakespeare', 'files') or name.startswith('tfds:')
+
+
+def mixture(config) -> list[tuple[str, float]]:
+  """data.mixture as [(corpus, weight)], weights summing to 1; [] when it is empty."""
+  text = str(config.data.get('mixture', '') or '').strip()
+  if not text:
+    return []
+  allowed = ("'corpus:weight,...' with corpora news | shakespeare | files | tfds:<name> "
+             "and weights > 0, e.g. 'news:0.7,shakespeare:0.2,files:0.1'")
+  out = []
+  for part in text.split(','):
+    name, _, weight = part.strip().rpartition(':')
+    try:
+      value = float(weight)
+    except ValueError:
+      value = -1.0
+    _check(_known_corpus(name), 'data.mixture', text, allowed + f' (unknown source {name!r})')
+    _check(value > 0 and math.isfinite(value), 'data.mixture', text,
+           allowed + f' (bad weight {weight!r} for {name})')
+    _check(name not in [n for n, _ in out], 'data.mixture', text,
+           allowed + f' ({name} twice)')
+    if name == 'files':
+      _check(bool(str(config.data.train_files).strip(', ')), 'data.train_files',
+             config.data.train_files, "glob patterns of your files for 'files' in data.mixture")
+    out.append((name, value))
+  total = sum(w for _, w in out)
+  return [(n, w / total) for n, w in out]
+
+
 def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
   if not ok:
     raise ConfigError(field, value, allowed)
@@ -405,6 +437,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       _check(bool(str(_get(config, field)).strip(', ')), field, _get(config, field),
              "glob patterns of your files with data.corpus='files', e.g. 'data/*.txt'")
   _positive(config, 'data.prefetch', strict=False)
+  mixture(config)  # a bad weight or source is a ConfigError
   if d.get('length_buckets'):  # absent in hand-made and older configs
     _check(isinstance(d.length_buckets, int) and 0 < d.length_buckets <= d.seq_len,
            'data.length_buckets', d.length_buckets, f'0 (off) or 1..data.seq_len ({d.seq_len})')

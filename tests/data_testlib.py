@@ -9,7 +9,7 @@ import functools
 import numpy as np
 
 from ptlm_jax import config_lib
-from ptlm_jax.data import pipeline, tokenizer
+from ptlm_jax.data import pipeline, token_chunks, tokenizer
 
 TEST_VOCAB = 800  # pieces: small, so training on a subset takes a second or two
 TEST_TRAIN_CHARS = 400_000  # characters of the train split the test tokenizer sees
@@ -34,19 +34,21 @@ def small_tokenizer(corpus: str = 'shakespeare') -> tokenizer.Tokenizer:
   return tokenizer.get_tokenizer(small_config(corpus))
 
 
-def split_of_docs(docs: list[list[int]]) -> pipeline.TokenizedSplit:
-  """A TokenizedSplit from hand-made documents (each gets EOS = 1 appended)."""
-  flat = [np.asarray(d + [1], np.int32) for d in docs]
-  offsets = np.concatenate([[0], np.cumsum([len(d) for d in flat])]).astype(np.int64)
-  return pipeline.TokenizedSplit(np.concatenate(flat), offsets, fingerprint='hand-made')
+def split_of_docs(docs: list[list[int]], per_chunk: int = 1) -> token_chunks.InMemoryChunks:
+  """Hand-made documents (each gets EOS = 1 appended), `per_chunk` documents a chunk."""
+  return token_chunks.InMemoryChunks([np.asarray(d + [1], np.int32) for d in docs],
+                                     per_chunk=per_chunk)
 
 
 def iterator(data, *, batch_size=2, row_length=8, mode='pack', shuffle=False, seed=0,
-             process_index=0, process_count=1, infinite=False, prefetch=0):
+             process_index=0, process_count=1, infinite=False, prefetch=0, weights=None):
+  """A PretrainIterator over one source (or a list of sources with `weights`)."""
+  data = data if isinstance(data, list) else [data]
   return pipeline.PretrainIterator(
       data, batch_size=batch_size, row_length=row_length, mode=mode, shuffle=shuffle,
       seed=seed, process_index=process_index, process_count=process_count,
-      infinite=infinite, prefetch=prefetch)
+      infinite=infinite, prefetch=prefetch, weights=weights or [1.0] * len(data),
+      names=[f'source{i}' for i in range(len(data))])
 
 
 def documents_in(batches) -> list[tuple[int, ...]]:

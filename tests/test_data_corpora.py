@@ -147,3 +147,17 @@ def test_tfds_split_slices_select_part_of_a_split():
   part = list(sources.texts(config, 'validation[:3]'))
   assert part == list(sources.texts(config, 'validation'))[:3]
   assert sources.fingerprint(config, 'validation[:3]') != sources.fingerprint(config, 'validation')
+
+
+@pytest.mark.parametrize('split', ['validation', 'validation[:20]'])
+@pytest.mark.parametrize('in_memory', [True, False])
+def test_chunks_of_a_tfds_split_are_its_documents_in_order(monkeypatch, split, in_memory):
+  """Small splits are read whole and cut; large ones are read chunk by chunk as TFDS slices."""
+  if not in_memory:
+    monkeypatch.setattr(sources, 'IN_MEMORY_BYTES', 0)
+    monkeypatch.setattr(sources, 'LARGE_CHUNK_BYTES', 48 << 10)
+  config = lib.small_config()
+  source = sources.open_source(config, split)
+  assert source.in_memory == in_memory and source.num_chunks > 2
+  texts = [t for c in range(source.num_chunks) for t in source.read(c)]
+  assert texts == list(sources.texts(config, split))

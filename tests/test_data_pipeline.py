@@ -1,5 +1,6 @@
-"""Packed pipeline: exact rows against a hand computation and a list-based reference,
-no token lost or duplicated, shards, determinism, and exact resume."""
+"""Packed pipeline: exact rows against a hand computation and a list-based reference
+(per lane), no token lost or duplicated, one global order for any process count,
+determinism, exact resume (also on another process count), streaming, mixtures."""
 import itertools
 import json
 import unicodedata
@@ -51,6 +52,27 @@ def _reference_rows(docs, L, mode):
   return out
 
 
+def _lane_batches(batches, lane):
+  """The rows of one lane (row `lane` of every batch) as one-row batches."""
+  return [{k: v[lane:lane + 1] for k, v in b.items()} for b in batches]
+
+
+def _global(iterators, steps):
+  """`steps` global batches: the processes' rows joined in process order."""
+  out = []
+  for _ in range(steps):
+    parts = [next(it) for it in iterators]
+    out.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+  return out
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
 def _random_docs(seed, n=40, max_len=30):
   rng = np.random.default_rng(seed)
   # The first token names the document, so every document is unique.
@@ -59,33 +81,38 @@ def _random_docs(seed, n=40, max_len=30):
 
 def test_pack_and_chunk_on_a_hand_built_example():
   docs = [[10, 11, 12], [20, 21], list(range(30, 40))]  # lengths 4, 3, 11 with EOS
-  data = lib.split_of_docs(docs)
-  pack = _rows(lib.iterator(data, mode='pack'))
+  data = lib.split_of_docs(docs)  # one lane: the documents in order
+  pack = _rows(lib.iterator(data, mode='pack', batch_size=1))
   np.testing.assert_array_equal(pack, [
       [[10, 11, 12, 1, 20, 21, 1, 0], [1, 1, 1, 1, 2, 2, 2, 0], [0, 1, 2, 3, 0, 1, 2, 0]],
       [[30, 31, 32, 33, 34, 35, 36, 37], [1] * 8, list(range(8))],
       [[38, 39, 1, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0], [0, 1, 2, 0, 0, 0, 0, 0]]])
-  chunk = _rows(lib.iterator(data, mode='chunk'))
+  chunk = _rows(lib.iterator(data, mode='chunk', batch_size=1))
   np.testing.assert_array_equal(chunk, [
       [[10, 11, 12, 1, 20, 21, 1, 30], [1, 1, 1, 1, 2, 2, 2, 3], [0, 1, 2, 3, 0, 1, 2, 0]],
       [list(range(31, 39)), [1] * 8, list(range(8))],
       [[39, 1, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0]]])
 
 
-def test_finite_pass_pads_the_last_batch_and_stops():
+def test_finite_pass_pads_finished_lanes_and_stops():
+  # Two lanes: lane 0 packs documents 0 and 2 (3 rows), lane 1 document 1 (1 row).
   data = lib.split_of_docs([[10, 11, 12], [20, 21], list(range(30, 40))])
   batches = list(lib.iterator(data, batch_size=2, prefetch=2))
-  assert [b['tokens'].shape for b in batches] == [(2, 8), (2, 8)]
-  assert not batches[1]['segment_ids'][1].any()  # the filler row is empty
+  assert [b['tokens'].shape for b in batches] == [(2, 8)] * 3
+  assert [bool(b['segment_ids'][1].any()) for b in batches] == [True, False, False]
+  np.testing.assert_array_equal(batches[0]['tokens'][1], [20, 21, 1, 0, 0, 0, 0, 0])
 
 
 @pytest.mark.parametrize('mode', ['pack', 'chunk'])
 @pytest.mark.parametrize('L', [8, 16])
 def test_rows_match_the_reference_and_keep_every_token_once(mode, L):
   docs = _random_docs(seed=L)
-  batches = list(lib.iterator(lib.split_of_docs(docs), batch_size=3, row_length=L, mode=mode))
-  np.testing.assert_array_equal(_rows(batches), _reference_rows(docs, L, mode))
-  assert lib.documents_in(batches) == [tuple(d + [1]) for d in docs]
+  B = 3  # lane j packs documents j, j + B, ... (one document a chunk, no shuffling)
+  batches = list(lib.iterator(lib.split_of_docs(docs), batch_size=B, row_length=L, mode=mode))
+  for lane in range(B):
+    rows = _lane_batches(batches, lane)
+    np.testing.assert_array_equal(_rows(rows), _reference_rows(docs[lane::B], L, mode))
+    assert lib.documents_in(rows) == [tuple(d + [1]) for d in docs[lane::B]]
   for b in batches:
     segments = b['segment_ids']
     assert b['tokens'].shape[1] == L
@@ -94,30 +121,35 @@ def test_rows_match_the_reference_and_keep_every_token_once(mode, L):
     assert (np.diff(segments, axis=1)[segments[:, 1:] > 0] >= 0).all()
 
 
-def test_shuffled_pass_keeps_every_document_once():
+@pytest.mark.parametrize('per_chunk', [1, 3])
+def test_shuffled_pass_keeps_every_document_once(per_chunk):
   docs = _random_docs(seed=3)
-  batches = list(lib.iterator(lib.split_of_docs(docs), shuffle=True, seed=5, mode='pack'))
-  got = lib.documents_in(batches)
+  batches = list(lib.iterator(lib.split_of_docs(docs, per_chunk), shuffle=True, seed=5,
+                              mode='pack', batch_size=3))
+  got = [d for lane in range(3) for d in lib.documents_in(_lane_batches(batches, lane))]
   assert sorted(got) == sorted(tuple(d + [1]) for d in docs)
-  assert got != [tuple(d + [1]) for d in docs]  # the order did change
+  in_order = [tuple(d + [1]) for j in range(3) for d in docs[j::3]]
+  assert got != in_order  # the order did change
 
 
-@pytest.mark.parametrize('count', [2, 3])
-def test_process_shards_are_disjoint_and_cover_the_split(count):
+@pytest.mark.parametrize('mode', ['pack', 'chunk'])
+def test_global_batches_do_not_depend_on_the_process_count(mode):
+  data = lib.split_of_docs(_random_docs(seed=4, n=30), per_chunk=2)
+  settings = dict(batch_size=4, mode=mode, shuffle=True, seed=3, infinite=True, prefetch=0)
+  one = _global([lib.iterator(data, **settings)], 12)
+  for count in (2, 4):
+    many = [lib.iterator(data, process_index=p, process_count=count, **settings)
+            for p in range(count)]
+    _assert_batches_equal(_global(many, 12), one)
+
+
+def test_real_corpus_global_batches_do_not_depend_on_the_process_count():
   config, tok = lib.small_config(), lib.small_tokenizer()
-  config.train.batch_size = 6
-
-  def docs(index, count):
-    return lib.documents_in(pipeline.make_pretrain_iterator(
-        config, tok, split='validation', process_index=index, process_count=count,
-        infinite=False))
-
-  whole = docs(0, 1)
-  shards = [docs(p, count) for p in range(count)]
-  seen = [d for s in shards for d in s]
-  assert len(seen) == len(set(seen)) == len(whole) == len(set(whole))  # disjoint
-  assert set(seen) == set(whole)  # and together the whole split
-  assert max(map(len, shards)) - min(map(len, shards)) <= 1
+  make = lambda p, count: pipeline.make_pretrain_iterator(config, tok, process_index=p,
+                                                          process_count=count)
+  one = _global([make(0, 1)], 4)
+  _assert_batches_equal(_global([make(p, 2) for p in range(2)], 4), one)
+  _assert_batches_equal(_global([make(p, 8) for p in range(8)], 4), one)
 
 
 @pytest.mark.parametrize('prefetch', [0, 2])
@@ -133,7 +165,7 @@ def test_resume_yields_exactly_the_uninterrupted_batches(prefetch, mode):
     head = list(itertools.islice(first, k))
     state = json.loads(json.dumps(first.get_state()))
     first.close()
-    epochs.append(state['epoch'])
+    epochs.append(state['lanes']['0'][3] // data.num_chunks)  # lane 0's chunk number n
     second = lib.iterator(data, **settings)
     second.set_state(state)
     tail = list(itertools.islice(second, 60 - k))
@@ -142,6 +174,27 @@ def test_resume_yields_exactly_the_uninterrupted_batches(prefetch, mode):
       for key in a:
         np.testing.assert_array_equal(a[key], b[key])
   assert epochs[0] == 0 and max(epochs) >= 2  # resumed inside and across epoch boundaries
+
+
+@pytest.mark.parametrize('saved_on, resumed_on', [(2, 1), (1, 2), (4, 2)])
+def test_resume_on_another_process_count_continues_exactly(saved_on, resumed_on):
+  data = lib.split_of_docs(_random_docs(seed=8, n=20), per_chunk=2)
+  settings = dict(batch_size=4, mode='pack', shuffle=True, seed=4, infinite=True, prefetch=2)
+  make = lambda count: [lib.iterator(data, process_index=p, process_count=count, **settings)
+                        for p in range(count)]
+  whole = _global(make(1), 30)
+  first = make(saved_on)
+  head = _global(first, 13)
+  state = json.loads(json.dumps(pipeline.merge_states([it.get_state() for it in first])))
+  second = make(resumed_on)
+  for it in second:
+    it.set_state(state)
+  _assert_batches_equal(head + _global(second, 17), whole)
+  with pytest.raises(UserError, match='no cursor for rows'):
+    make(1)[0].set_state(first[-1].get_state() if saved_on > 1 else  # one process's lanes
+                         second[-1].get_state())
+  for it in first + second:
+    it.close()
 
 
 def test_state_from_other_settings_is_refused():
@@ -171,18 +224,38 @@ def test_real_corpus_round_trips_through_the_pipeline():
   config, tok = lib.small_config(pack_mode='chunk', shuffle=False), lib.small_tokenizer()
   batches = pipeline.make_pretrain_iterator(config, tok, split='validation', infinite=False,
                                             process_index=0, process_count=1)
-  docs = [tok.decode(d) for d in lib.documents_in(batches)]
+  batches = list(batches)
+  docs = [tok.decode(d) for lane in range(config.train.batch_size)
+          for d in lib.documents_in(_lane_batches(batches, lane))]
   texts = [unicodedata.normalize('NFKC', t) for t in sources.texts(config, 'validation')]
-  assert docs == [t for t in texts if t]
+  assert sorted(docs) == sorted(t for t in texts if t)  # each document exactly once
 
 
-def test_token_ids_are_cached_and_reused():
+def test_token_ids_are_cached_per_chunk_and_reused():
   config, tok = lib.small_config(), lib.small_tokenizer()
   first = pipeline.tokenized_split(config, tok, 'validation')
-  folder = pipeline._cache_dir(config, tok, 'validation', (0, 1))
-  mtime = (folder / 'ids.npy').stat().st_mtime_ns
+  folder = pipeline.token_source(config, tok, 'validation').folder
+  files = sorted(folder.glob('*.ids'))
+  mtimes = [f.stat().st_mtime_ns for f in files]
   second = pipeline.tokenized_split(config, tok, 'validation')
-  assert (folder / 'ids.npy').stat().st_mtime_ns == mtime
+  assert [f.stat().st_mtime_ns for f in files] == mtimes  # read, not made again
   np.testing.assert_array_equal(first.ids, second.ids)
-  assert first.num_tokens == len(first.ids) and first.ids[first.offsets[1:] - 1].tolist() == [
-      1] * first.num_documents  # every document ends with EOS
+  # The chunks, in order, are the split tokenised in one go.
+  texts = list(sources.texts(config, 'validation'))
+  expected = np.concatenate([np.asarray(tok.encode(t) + [1], np.int32) for t in texts if t])
+  np.testing.assert_array_equal(first.ids, expected)
+  assert len(files) == pipeline.token_source(config, tok, 'validation').num_chunks > 1
+
+
+def test_a_closed_iterator_can_still_resume_and_continue():
+  config, tok = lib.small_config(), lib.small_tokenizer()
+  it = pipeline.make_pretrain_iterator(config, tok, process_index=0, process_count=1)
+  first = [next(it) for _ in range(3)]
+  it.close()  # stops the prefetch and tokenising threads
+  it.set_state(json.loads(json.dumps(pipeline.merge_states([it.get_state()]))))
+  fresh = pipeline.make_pretrain_iterator(config, tok, process_index=0, process_count=1)
+  expected = [next(fresh) for _ in range(5)][3:]
+  _assert_batches_equal([next(it) for _ in range(2)], expected)
+  assert first and it.chunks[0]._closed
+  fresh.close()
+  it.close()

@@ -84,6 +84,45 @@ def test_plain_text_documents_are_separated_by_blank_lines(tmp_path):
       (1, 'one\nstill one'), (6, 'two'), (8, 'three')]
 
 
+def _messy_text(seed: int) -> str:
+  """Paragraphs of 1-4 lines between runs of blank, whitespace-only and CRLF lines."""
+  rng = random.Random(seed)
+  sentences = iter(_sentences(seed, 400))
+  gaps = ['\n', '\n\n', '\n  \n', '\r\n\r\n', '\n\t\n\n']
+  out = ['  \n\n'] if seed % 2 else []  # a file may start with blank lines
+  for _ in range(60):
+    out.append('\n'.join(next(sentences) for _ in range(rng.randint(1, 4))))
+    out.append('\n' + rng.choice(gaps))
+  return ''.join(out)
+
+
+@pytest.mark.parametrize('chunk_bytes', [37, 101, 1000])
+def test_byte_range_chunks_hold_every_document_once(tmp_path, monkeypatch, chunk_bytes):
+  monkeypatch.setattr(local_files, 'CHUNK_BYTES', chunk_bytes)
+  (tmp_path / 'a.txt').write_text(_messy_text(1), encoding='utf-8')
+  (tmp_path / 'b.txt').write_text(_messy_text(2) + 'no newline at the end', encoding='utf-8')
+  with open(tmp_path / 'c.jsonl', 'w', encoding='utf-8') as f:
+    for i, text in enumerate(_sentences(3, 50)):
+      f.write(json.dumps({'text': f'{i} é {text}'}) + ('\n\n' if i % 7 == 0 else '\n'))
+  config = corpus_config(dict(train=f'{tmp_path}/*', validation=f'{tmp_path}/a.txt'))
+  chunks = local_files.corpus_chunks(config, 'train')
+  assert len(chunks) > 3 * 3  # every file is cut into byte ranges
+  got = [t for c in chunks for t in local_files.chunk_texts(config, c)]
+  assert got == list(local_files.corpus_texts(config, 'train'))  # same documents, same order
+
+
+def test_a_bad_line_in_a_later_chunk_names_its_line_in_the_file(tmp_path, monkeypatch):
+  monkeypatch.setattr(local_files, 'CHUNK_BYTES', 200)
+  lines = [json.dumps({'text': t}) for t in _sentences(4, 100)]
+  lines[80] = '{"text": "cut off'
+  (tmp_path / 'a.jsonl').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+  config = corpus_config(dict(train=f'{tmp_path}/a.jsonl', validation=f'{tmp_path}/a.jsonl'))
+  with pytest.raises(UserError, match=r'a.jsonl, line 81: not a JSON object') as e:
+    for chunk in local_files.corpus_chunks(config, 'train'):
+      local_files.chunk_texts(config, chunk)
+  assert '\n' not in str(e.value)
+
+
 def test_corpus_texts_in_file_order_and_disjoint_shards(tmp_path, monkeypatch):
   files = write_corpus(tmp_path)
   config = corpus_config(files)
@@ -220,9 +259,6 @@ def test_pipeline_on_files_counts_documents_and_resumes_exactly(tmp_path, monkey
   assert data.num_documents == 90
   assert data.num_tokens == sum(len(tok.encode(d)) + 1 for d in files['docs'])
   assert pipeline.tokenized_split(config, tok, 'validation').num_documents == 12
-  halves = [pipeline.tokenized_split(config, tok, 'train', (p, 2)) for p in range(2)]
-  assert [h.num_documents for h in halves] == [45, 45]  # per-process shards
-  assert sum(h.num_tokens for h in halves) == data.num_tokens
 
   it = pipeline.make_pretrain_iterator(config, tok, process_index=0, process_count=1)
   for _ in range(5):
@@ -485,3 +521,15 @@ def test_ner_qa_and_text_to_text_runs_on_files(kind, tmp_path, monkeypatch):
   metric = {'ner': 'eval_task_entity_f1', 'qa': 'eval_task_exact_match',
             't2t': 'eval_task_rouge1'}[kind]
   assert np.isfinite(last['eval_loss']) and last[metric] >= 0.0
+
+
+def test_resolve_makes_mixture_file_globs_absolute(tmp_path, monkeypatch):
+  files = write_corpus(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  config = corpus_config(dict(train='train/*.txt', validation='val.jsonl.gz'))
+  config.data.update(corpus='news', mixture='files:0.5,news:0.5')
+  local_files.resolve(config)
+  assert config.data.train_files == f'{tmp_path}/train/*.txt'
+  assert local_files.corpus_files(config, 'train') == sorted(
+      str(p) for p in (tmp_path / 'train').glob('*.txt'))
+  assert files['docs']

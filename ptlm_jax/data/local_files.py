@@ -11,8 +11,11 @@ What a document is depends on the extension (each may end in `.gz`):
   .csv, .tsv    a header row, then one document per row in column `data.text_key`.
 
 Files are streamed line by line (nothing holds a whole file), so `sources.texts` hands
-them to the tokenizer trainer and the packed pipeline as it does a TFDS split.  Process
-p of P keeps documents p, p + P, p + 2P, ... (disjoint, sizes within one of each other).
+them to the tokenizer trainer as it does a TFDS split.  The packed pipeline reads them in
+chunks (`corpus_chunks`): byte ranges of CHUNK_BYTES of an uncompressed .txt / .jsonl
+file, found from file sizes alone, so the first batch never waits for a scan of the
+corpus; a chunk holds the documents whose first line starts in its range.  An error in a
+chunk still names the line in the file (counted only when there is an error).
 
 Fine-tuning (`config.task.train_file` / `validation_file` / `test_file`, one file each,
 picked for the split names 'train' / 'validation' / 'test'): .csv, .tsv or .jsonl rows
@@ -40,15 +43,18 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from typing import Iterator
 
+from ptlm_jax import config_lib
 from ptlm_jax.errors import ConfigError, UserError
 
 TEXT, JSONL, CSV, TSV = '.txt', '.jsonl', '.csv', '.tsv'
 _FORMATS = {'.txt': TEXT, '.text': TEXT, '.md': TEXT, '.jsonl': JSONL, '.csv': CSV, '.tsv': TSV}
 _FORMAT_VERSION = 1  # bump when what a file yields changes (token caches are keyed by it)
 EPOCHS = 3  # the handout's recipe, for a train.steps left at -1
+CHUNK_BYTES = 64 << 10  # corpus files are read in byte ranges of this size (corpus_chunks)
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents in one CSV cell
 
@@ -83,19 +89,34 @@ def expand(patterns: str, field: str) -> list[str]:
 # ---------------------------------------------------------------------------
 # Reading one file.
 
-def _lines(path: str) -> Iterator[tuple[int, str]]:
+def _lines(path: str, start: int = 0) -> Iterator[tuple[int, str]]:
   """(line number, text) of a UTF-8 file, newline kept; decoding errors name the line."""
+  for number, _, line in _lines_at(path, start):
+    yield number, line
+
+
+def _lines_at(path: str, start: int = 0) -> Iterator[tuple[int, int, str]]:
+  """(line number, byte offset, text) from the first line that starts at or after `start`.
+
+  Numbers count from 1 at that line (the caller knows where it started reading).
+  """
   opener = gzip.open if path.endswith('.gz') else open
   try:
     f = opener(path, 'rb')
   except OSError as e:
     raise UserError(f'{path}: cannot open ({e.strerror or e})') from e
-  decoder = codecs.getincrementaldecoder('utf-8-sig')()  # drops a byte-order mark
-  number = 0
+  # A byte-order mark can only open the file; '\n' never occurs inside a UTF-8 character,
+  # so decoding can start at any line.
+  decoder = codecs.getincrementaldecoder('utf-8-sig' if start == 0 else 'utf-8')()
+  number, offset = 0, 0
   with f:
     try:
+      if start > 0:
+        f.seek(start - 1)
+        offset = start - 1 + len(f.readline())  # the rest of the line holding start - 1
       for number, raw in enumerate(f, 1):
-        yield number, decoder.decode(raw)
+        yield number, offset, decoder.decode(raw)
+        offset += len(raw)
       decoder.decode(b'', final=True)  # a character cut off at the end of the file
     except UnicodeDecodeError as e:
       raise UserError(f'{path}, line {number}: not UTF-8 text ({e.reason} at byte {e.start} '
@@ -104,23 +125,49 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
       raise UserError(f'{path}, line {number + 1}: cannot read ({e})') from e
 
 
+def _line_before_is_blank(path: str, offset: int) -> bool:
+  """Whether the line that ends just before byte `offset` (a line start) is blank."""
+  if offset == 0:
+    return True
+  with open(path, 'rb') as f:
+    end, line = offset - 1, b''  # byte offset - 1 is the '\n' that ends that line
+    while end > 0:
+      step = min(end, 1 << 12)
+      f.seek(end - step)
+      block = f.read(step)
+      cut = block.rfind(b'\n')
+      line = block[cut + 1:] + line
+      if cut >= 0 or re.search(rb'[!-~]', line):  # the whole line, or a visible character
+        break
+      end -= step
+  return not line.decode('utf-8', 'replace').strip()
+
+
 def _empty(path: str) -> UserError:
   return UserError(f'{path}: the file is empty: expected at least one '
                    f'{"document" if file_format(path) == TEXT else "row"}')
 
 
-def records(path: str, fields: list[str]) -> Iterator[tuple[int, dict]]:
+def records(path: str, fields: list[str], start: int = 0,
+            stop: int | None = None) -> Iterator[tuple[int, dict]]:
   """(line number, record) for each row of a JSONL / CSV / TSV file, checked for `fields`.
 
   CSV/TSV values are str; JSONL values keep their JSON type.  A record missing a field
-  is an error naming the line; an empty file (or a header without rows) too.
+  is an error naming the line; an empty file (or a header without rows) too.  JSONL
+  files can be read in part: the lines that start in bytes [start, stop) (numbered from
+  the first of them).
   """
   kind = file_format(path)
   if kind == TEXT:
     raise UserError(f'{path}: plain text has no columns: expected .csv, .tsv or .jsonl')
+  whole = start == 0 and stop is None
+  if not whole and kind != JSONL:
+    raise ValueError(f'{path}: only JSONL and text files are read in byte ranges')
   seen = False
   if kind == JSONL:
-    for number, line in _lines(path):
+    for number, offset, line in _lines_at(path, start):
+      if stop is not None and offset >= stop:
+        break
       if not line.strip():
         continue
       try:
@@ -168,14 +215,20 @@ def records(path: str, fields: list[str]) -> Iterator[tuple[int, dict]]:
     except csv.Error as e:
       raise UserError(f'{path}, line {numbered.get("n", 0)}: not valid '
                       f'{"TSV" if kind == TSV else "CSV"} ({e})') from e
-  if not seen:
+  if not seen and whole:
     raise _empty(path)
 
 
-def documents(path: str, text_key: str) -> Iterator[tuple[int, str]]:
-  """(first line, text) of each document of a corpus file (see the module docstring)."""
+def documents(path: str, text_key: str, start: int = 0,
+              stop: int | None = None) -> Iterator[tuple[int, str]]:
+  """(first line, text) of each document of a corpus file (see the module docstring).
+
+  With a byte range: the documents whose first line starts in [start, stop) (a text
+  document may run on past `stop`), numbered from the first line read.
+  """
+  whole = start == 0 and stop is None
   if file_format(path) != TEXT:
-    for number, record in records(path, [text_key]):
+    for number, record in records(path, [text_key], start, stop):
       text = record[text_key]
       if not isinstance(text, str) or not text.strip():
         raise UserError(f'{path}, line {number}: no text in field {text_key!r} (expected '
@@ -183,9 +236,16 @@ def documents(path: str, text_key: str) -> Iterator[tuple[int, str]]:
       yield number, text
     return
   paragraph, first, seen = [], 0, False
-  for number, line in _lines(path):
+  # Inside a paragraph that started before `start` (an earlier range owns it): skip it.
+  skipping = start > 0 and not _line_before_is_blank(path, _first_line_start(path, start))
+  for number, offset, line in _lines_at(path, start):
     line = line.rstrip('\r\n')
+    if skipping:
+      skipping = bool(line.strip())
+      continue
     if line.strip():
+      if not paragraph and stop is not None and offset >= stop:
+        break  # the next range's document
       first = first or number
       paragraph.append(line)
     elif paragraph:
@@ -195,8 +255,17 @@ def documents(path: str, text_key: str) -> Iterator[tuple[int, str]]:
   if paragraph:
     seen = True
     yield first, '\n'.join(paragraph)
-  if not seen:
+  if not seen and whole:
     raise _empty(path)
+
+
+def _first_line_start(path: str, start: int) -> int:
+  """The offset of the first line that starts at or after `start` (as _lines_at seeks)."""
+  if start == 0:
+    return 0
+  with open(path, 'rb') as f:
+    f.seek(start - 1)
+    return start - 1 + len(f.readline())
 
 
 # ---------------------------------------------------------------------------
@@ -225,6 +294,51 @@ def corpus_texts(config, split: str, shard: tuple[int, int] = (0, 1)) -> Iterato
   if i < count:
     raise UserError(f'{split} files of corpus files have {i} documents, fewer than the '
                     f'{count} processes')
+
+
+def corpus_chunks(config, split: str) -> list[tuple[str, int, int]]:
+  """The split's files as chunks (path, start, stop), from file sizes alone (nothing read).
+
+  An uncompressed text or JSONL file is cut into byte ranges of CHUNK_BYTES: a chunk
+  holds the documents whose first line starts in its range, so every document is in
+  exactly one chunk.  A .gz, CSV or TSV file cannot be entered in the middle (no seeking
+  in a compressed stream; a CSV cell may hold newlines) and is one chunk (stop = -1):
+  split a large one into several files for finer shuffling and a quick first batch.
+  """
+  chunks = []
+  for path in corpus_files(config, split):
+    size = os.path.getsize(path)
+    if path.endswith('.gz') or file_format(path) in (CSV, TSV) or size <= CHUNK_BYTES:
+      chunks.append((path, 0, -1))
+    else:
+      chunks += [(path, s, min(s + CHUNK_BYTES, size)) for s in range(0, size, CHUNK_BYTES)]
+  return chunks
+
+
+def chunk_texts(config, chunk: tuple[str, int, int]) -> list[str]:
+  """The documents of one chunk of `corpus_chunks`; errors name the line in the file."""
+  path, start, stop = chunk
+  try:
+    return [text for _, text in documents(path, config.data.text_key, start,
+                                          None if stop < 0 else stop)]
+  except UserError as e:
+    if start == 0:
+      raise
+    # Lines were numbered from the chunk's first line: count the lines before it, once,
+    # now that a message needs the line number in the file.
+    before = _count_newlines(path, _first_line_start(path, start))
+    message = re.sub(rf'^{re.escape(path)}, line (\d+)',
+                     lambda m: f'{path}, line {int(m.group(1)) + before}', str(e))
+    raise UserError(message) from e
+
+
+def _count_newlines(path: str, end: int) -> int:
+  with open(path, 'rb') as f:
+    count, left = 0, end
+    while left > 0:
+      block = f.read(min(left, 1 << 24))
+      count, left = count + block.count(b'\n'), left - len(block)
+  return count
 
 
 def fingerprint(config, split: str, shard: tuple[int, int] = (0, 1)) -> str:
@@ -387,13 +501,14 @@ def resolve(config) -> None:
   file (the rest is read, and checked, when it is tokenised, also before compiling).
   """
   d, t = config.data, config.task
-  if d.corpus == 'files':
+  mixed = [name for name, _ in config_lib.mixture(config)]
+  if d.corpus == 'files' or 'files' in mixed:
     # Absolute globs: the saved config (and its tokenizer's cache key) then finds the
     # files from any directory, e.g. when a fine-tuning run names this one as init.source.
     for field in ('train_files', 'validation_files'):
       d[field] = ','.join(os.path.abspath(os.path.expanduser(p.strip()))
                           for p in d[field].split(',') if p.strip())
-  if d.corpus == 'files' and not t.name:
+  if (d.corpus == 'files' or 'files' in mixed) and not t.name:
     for path in corpus_files(config, d.train_split):
       next(documents(path, d.text_key))
     for path in corpus_files(config, d.eval_split):

@@ -5,6 +5,7 @@
 `tfds:imdb_reviews`, `tfds:glue/sst2`, and the offline ones as `tfds:rotten_tomatoes`).
 
   texts = sources.texts(config, 'train')        # iterator of str, in a fixed order
+  src = sources.open_source(config, 'train')   # random access: src.read(chunk) -> list of str
   recs = sources.load_split('rotten_tomatoes', 'validation')  # {'text': [...], 'label': int64[N]}
 
 Catalog datasets are never downloaded unless `config.data.download` is True: TFDS's own
@@ -12,13 +13,24 @@ download retries for minutes when offline.  Instead a dataset that is not prepar
 `data_dir` is a `UserError` saying how to enable the download, and with download on, the
 host in `config.data.network_probe` is tried first with a short socket timeout, so a
 missing network is reported within seconds, before TFDS starts.
+
+`open_source` gives the streaming pipeline random access without reading the split first:
+the split is cut into `num_chunks` chunks of consecutive documents (a few KiB to 1 MiB of
+text each) whose number comes from metadata alone (TFDS split sizes, file sizes), and
+`read(chunk)` returns one chunk's documents.  A TFDS split of at most `IN_MEMORY_BYTES`
+is read whole on the first `read` (TFRecord files have no random access; the offline
+corpora are 1-12 MB) and cut into small chunks; a larger one reads each chunk as its
+own TFDS slice (`tfds.even_splits(split, n=num_chunks)[chunk]`), so nothing scans the
+whole split before the first batch.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import socket
 import ssl
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -28,6 +40,9 @@ from ptlm_jax.data import corpora, local_files
 from ptlm_jax.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
+IN_MEMORY_BYTES = 256 << 20  # TFDS splits up to this size are read whole (once, lazily)
+SMALL_CHUNK_BYTES = 16 << 10  # text per chunk of a split held in memory
+LARGE_CHUNK_BYTES = 1 << 20   # text per chunk read as its own TFDS slice (tf.data start-up)
 
 
 def tfds_name(corpus: str) -> str:
@@ -159,3 +174,66 @@ def load_split(name: str, split: str, *, data_dir: str = '', download: bool = Fa
       columns.setdefault(key, []).append(value)
   return {k: np.array(v, dtype=object if isinstance(v[0], str) else None)
           for k, v in columns.items()}
+
+
+# ---------------------------------------------------------------------------
+# Random access by chunk, for the streaming pipeline.
+
+class TfdsSource:
+  """A TFDS split as `num_chunks` chunks of consecutive examples (module docstring)."""
+
+  def __init__(self, config, split: str):
+    self.builder = _builder_for(config)
+    key = config.data.text_key
+    if key not in self.builder.info.features.keys():
+      raise UserError(f'config.data.text_key={key!r} is not a feature of '
+                      f'{self.builder.info.full_name!r}: expected one of '
+                      f'{sorted(self.builder.info.features.keys())}')
+    self.key, self.split = key, split
+    info = self.builder.info
+    self.num_examples = _split_info(info, split).num_examples
+    base = _split_info(info, split.split('[')[0])  # slices report no byte size
+    num_bytes = int(base.num_bytes) * self.num_examples / max(base.num_examples, 1)
+    self.in_memory = num_bytes <= IN_MEMORY_BYTES
+    target = SMALL_CHUNK_BYTES if self.in_memory else LARGE_CHUNK_BYTES
+    self.num_chunks = max(1, min(self.num_examples, math.ceil(num_bytes / target)))
+    self.layout = f'tfds-{"mem" if self.in_memory else "slices"}-{self.num_chunks}'
+    self.name = f'{info.full_name}:{split}'
+    self._texts: list[str] | None = None
+    self._lock = threading.Lock()
+
+  def _bounds(self, chunk: int) -> tuple[int, int]:
+    n, c = self.num_examples, self.num_chunks
+    return chunk * n // c, (chunk + 1) * n // c
+
+  def read(self, chunk: int) -> list[str]:
+    """The documents of chunk `chunk` (0 <= chunk < num_chunks), in dataset order."""
+    if not self.in_memory:
+      part = tfds.even_splits(self.split, n=self.num_chunks)[chunk]
+      return [ex[self.key].decode('utf-8') for ex in _split(self.builder, part)]
+    with self._lock:  # read-ahead threads share one copy
+      if self._texts is None:
+        self._texts = [ex[self.key].decode('utf-8') for ex in _split(self.builder, self.split)]
+    start, stop = self._bounds(chunk)
+    return self._texts[start:stop]
+
+
+class FileSource:
+  """Corpus 'files': byte ranges of the files as chunks (see local_files.corpus_chunks)."""
+
+  def __init__(self, config, split: str):
+    self.config = config
+    self.chunks = local_files.corpus_chunks(config, split)
+    self.num_chunks = len(self.chunks)
+    self.layout = f'files-{local_files.CHUNK_BYTES}'
+    self.name = f'files:{split}'
+
+  def read(self, chunk: int) -> list[str]:
+    return local_files.chunk_texts(self.config, self.chunks[chunk])
+
+
+def open_source(config, split: str):
+  """Random access to a split of config.data.corpus by chunk: `.num_chunks`, `.read(c)`."""
+  if config.data.corpus == 'files':
+    return FileSource(config, split)
+  return TfdsSource(config, split)

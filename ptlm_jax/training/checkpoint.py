@@ -122,6 +122,16 @@ class ProcessStateHandler(ocp.CheckpointHandler):
     path = self._path(directory)
     written = sorted(int(m.group(1)) for p in directory.iterdir()
                      if (m := re.fullmatch(r'process_(\d+)\.json', p.name)))
+    states = [json.loads((directory / f'process_{i}.json').read_text()) for i in written]
+    if states and all('lanes' in s for s in states):
+      # The packed pipeline's cursors are per row of the global batch, not per process:
+      # every process gets all of them, so any process count can resume.  A missing or
+      # partial file leaves rows without a cursor: a damaged step, set aside.
+      lanes = {k: v for s in states for k, v in s['lanes'].items()}
+      if len(lanes) != states[0].get('global_batch', len(lanes)):
+        raise FileNotFoundError(f'{directory} lacks the input cursors of '
+                                f'{states[0]["global_batch"] - len(lanes)} rows')
+      return dict(states[0], lanes=lanes)
     # A complete set of files from another process count is the user's mistake; anything
     # else missing is a damaged step, set aside like any other unreadable file.
     if written and written == list(range(len(written))) and len(written) != jax.process_count():
