@@ -22,7 +22,12 @@ One pure step for all families (`make_train_step`):
 Randomness is a function of (train.seed, step, global row): the objective's masks and,
 when the model has dropout, its dropout masks (the model runs vmapped over rows, each
 row with its own `dropout` key), so pmap, mesh, any device count or microbatch split,
-and a run resumed on another device count all draw the same numbers.
+and a run resumed on another device count all draw the same numbers.  The vmap is
+`par.vmap_rows`: in mesh mode it names the batch axes (`spmd_axis_name`), so the rows stay
+split over data x fsdp and each device computes only its own (a plain vmap made every
+device compute the whole batch).  The keys are threefry: jax's `rbg` keys, cheaper on
+GPU / TPU, are batched under vmap by drawing every row's bits from the first row's key
+(`rng_bit_generator`'s batching rule), which makes the masks depend on the layout.
 
 Partitions (peft/partitions.py): every param gets a label from `config.peft` (or
 `Components.param_labels`); the step splits the params into the trainable and the
