@@ -45,4 +45,26 @@ def test_a_plain_vmap_fails_the_bound(monkeypatch):
   monkeypatch.setattr(parallel.MeshParallel, 'vmap_rows', parallel.Parallel.vmap_rows)
   plain = _figures('gpt', (8, 1, 1), 0.0)  # no dropout: no vmap
   dropped = _figures.__wrapped__('gpt', (8, 1, 1), 0.1)  # not the cached figures
-  assert dropped['flops'] > 3 * plain['flops']
+  assert dropped['flops'] > 1.5 * plain['flops']  # 1.75x here (one layer); 7x at GPT small
+
+
+def test_the_fit_defaults_train_alike_in_pmap_and_mesh(tmp_path):
+  # Base and larger default to bf16 compute, scanned layers, remat 'dots' and fsdp over all
+  # devices; pmap (a full copy per device) must still run them, dropout on, to the same losses.
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import data_testlib
+  import stand_ins
+  from test_train_families import _config as family_config
+  from ptlm_jax.training import train
+  data_testlib.small_tokenizer()
+  losses = {}
+  for mode, mesh in (('pmap', {}), ('mesh', {'parallel.mesh_data': 1, 'parallel.mesh_fsdp': -1})):
+    config = family_config('gpt', **{'parallel.mode': mode, **mesh, 'train.eval_steps': 0,
+                                     'model.dropout_rate': 0.1,
+                                     'model.attention_dropout_rate': 0.1})
+    config.model.update(dtype='bfloat16', scan_layers=True, remat='dots', num_layers=2)
+    train.run(config, str(tmp_path / mode), train.build_components)
+    metrics = stand_ins.read_metrics(str(tmp_path / mode))
+    losses[mode] = [metrics[s]['loss'] for s in (1, 2, 3)]
+  assert np.all(np.isfinite(losses['pmap']))
+  np.testing.assert_allclose(losses['pmap'], losses['mesh'], rtol=1e-2)
