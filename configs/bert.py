@@ -1,7 +1,9 @@
 r"""BERT encoder pretrained with masked LM (15%, 80/10/10).
 
 Variants: tiny (seconds on a CPU), small (the benchmark shape), base (BERT-base),
-large (BERT-large, 340M: the handout's size; vocab 30522 as released).
+large (BERT-large, 340M: the handout's size; vocab 30522 as released).  base and large
+train in bfloat16 with float32 master weights, scanned layers, remat 'dots' and the state
+sharded over all devices (config_lib._fit_defaults).
 
   python -m ptlm_jax.main --config=configs/bert.py:tiny --workdir=runs/bert
   python -m ptlm_jax.main --config=configs/bert.py:small --workdir=runs/bert-small --config.optim.lr=3e-4

@@ -82,10 +82,10 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
   m.pooling = fam.pooling                # sequence classification: cls | last | mean
   m.dropout_rate = 0.1                   # residual / embedding dropout
   m.attention_dropout_rate = 0.1         # dropout on attention probabilities
-  m.dtype = 'float32'                    # compute dtype: float32 | bfloat16
+  m.dtype = 'float32'                    # compute dtype: float32 | bfloat16 (base and larger: bfloat16, _fit_defaults)
   m.param_dtype = 'float32'              # master weights
-  m.scan_layers = False                  # nn.scan over layers (compile time flat in depth)
-  m.remat = 'none'                       # none | full | dots (rematerialisation policy)
+  m.scan_layers = False                  # nn.scan over layers (compile time flat in depth; base and larger: True)
+  m.remat = 'none'                       # none | full | dots (keep x.W outputs, recompute attention scores; base and larger)
   m.attention_impl = 'auto'              # auto | xla | cudnn (jax.nn.dot_product_attention) | einsum (plain path)
   m.prefix_length = 0                    # prefix tuning: learned key/value slots per self-attention layer (0 = off)
   m.prefix_hidden = 0                    # prefix tuning: width of the reparameterisation MLP (0 = direct prefixes)
@@ -157,7 +157,7 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
 
   # --- parallel ------------------------------------------------------------
   c.parallel = q = ml_collections.ConfigDict()
-  q.mode = 'pmap'                        # pmap (data parallel) | mesh (jit + NamedSharding)
+  q.mode = 'pmap'                        # pmap (data parallel) | mesh (jit + NamedSharding; base and larger: mesh, fsdp = all devices)
   q.mesh_data = -1                       # mesh axis sizes; -1 = all remaining devices
   q.mesh_fsdp = 1
   q.mesh_tensor = 1
@@ -225,7 +225,21 @@ def base_config(family: str = 'gpt', variant: str = 'tiny') -> ml_collections.Co
     for field, value in fam.base_recipe:
       group, name = field.split('.')
       c[group][name] = value
+    _fit_defaults(c)
   return c
+
+
+def _fit_defaults(c: ml_collections.ConfigDict) -> None:
+  """What base and the published sizes above it (`reference_config`) need to fit a device.
+
+  bfloat16 compute on float32 master weights and moments; layers scanned (compile time
+  flat in depth) with the 'dots' remat policy (the [B, H, T, S] attention scores are
+  recomputed, not kept); the state sharded over every device (mesh, fsdp = all: ZeRO-3)
+  instead of pmap's full copy per device (GPT-2 1.5B's AdamW state alone: 24 GB).
+  `--config.parallel.mode=pmap` still runs them, replicated.
+  """
+  c.model.update(dtype='bfloat16', param_dtype='float32', scan_layers=True, remat='dots')
+  c.parallel.update(mode='mesh', mesh_data=1, mesh_fsdp=-1, mesh_tensor=1)
 
 
 def max_predictions(config: ml_collections.ConfigDict) -> int:

@@ -86,9 +86,11 @@ def test_cli_prints_the_table():
 def test_lora_trains_only_its_factors():
   # BERT-base, LoRA r = 8 on query and value: 12 layers x 2 kernels x r x (768 + 768).
   config = config_lib.base_config('bert', 'base')
+  config.parallel.mode = 'pmap'  # every device holds everything: whole leaves below
   config.peft.method = 'lora'
-  full = estimate.estimate(config_lib.base_config('bert', 'base'), 'h100', 8, 1e9, 0.4, 1.1,
-                           0.429)
+  plain = config_lib.base_config('bert', 'base')
+  plain.parallel.mode = 'pmap'
+  full = estimate.estimate(plain, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
   e = estimate.estimate(config, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
   lora = 12 * 2 * 8 * (768 + 768)  # 294,912
   assert e.params_trainable == lora
@@ -196,3 +198,31 @@ def test_t5_classifier_runs_the_encoder_alone():
   counts = flops.count_params(models.abstract_params(config.model))
   step = flops.flops_per_step(config.model, counts, 32, 128, output_length=1)
   assert step == {'model': float(6 * n * 32 * 128 + _ATTN), 'head': float(6 * (128 * 2 + 2) * 32)}
+
+
+# ---------------------------------------------------------------------------
+# The fit check: the estimate against XLA's bytes for the compiled real step.
+
+@pytest.mark.parametrize('family, overrides', [
+    ('gpt', {}),
+    ('bert', {'model.dtype': 'bfloat16', 'model.scan_layers': True, 'model.remat': 'dots'}),
+])
+def test_estimate_is_within_25_percent_of_the_compiled_step(family, overrides):
+  config = config_lib.base_config(family, 'tiny')
+  # A small vocabulary: the fused head's chunk (sized per step or per device) stays minor.
+  config.model.vocab_size, config.data.sp_vocab_size = 1024, 900
+  config.parallel.update(mode='mesh', mesh_data=4, mesh_fsdp=2)
+  for field, value in overrides.items():
+    group, name = field.split('.')
+    config[group][name] = value
+  e = estimate.estimate(config, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
+  fit = estimate.fit_check(config, 8, e)
+  assert fit['total_bytes'] > 0
+  assert 0.75 < fit['estimate_over_compiled'] < 1.25, fit
+
+
+def test_fit_check_needs_the_devices():
+  config = config_lib.base_config('gpt', 'tiny')
+  e = estimate.estimate(config, 'h100', 64, 1e9, 0.4, 1.1, 0.429)
+  with pytest.raises(errors.UserError, match='--num_devices=64: this process has 8 devices'):
+    estimate.fit_check(config, 64, e)

@@ -340,7 +340,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
       (gpt + ['--config.data=3'], 'is a group, not a field'),
       (['--config=configs/nope.py:tiny', f'--workdir={tmp_path}'], "no such config file"),
       (['--config=configs/gpt.py:huge', f'--workdir={tmp_path}'],
-       "no variant 'huge' in configs/gpt.py: expected one of tiny, small, base, xl, gpt3"),
+       "no variant 'huge' in configs/gpt.py: expected one of tiny, small, base, gpt2, medium, xl, gpt3"),
       (['--config=configs/gpt.py:tiny'], '--workdir'),
       (gpt + ['--config.data.corpus=files'], 'data.train_files'),
       (gpt + ['--config.data.corpus=files', f'--config.data.train_files={tmp_path}/*.txt',

@@ -146,8 +146,7 @@ def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
                               preferred_element_type=jnp.float32) + bias_BxHxTxS
   weights_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
   if use_dropout:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - rate, weights_BxHxTxS.shape)
-    weights_BxHxTxS = jnp.where(keep, weights_BxHxTxS / (1.0 - rate), 0.0)
+    weights_BxHxTxS = layers.dropout(weights_BxHxTxS, dropout_rng, rate)
   return jnp.einsum('bhts,bshk->bthk', weights_BxHxTxS.astype(v_BxSxHxK.dtype), v_BxSxHxK)
 
 

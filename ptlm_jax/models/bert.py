@@ -39,11 +39,11 @@ class BertLayer(nn.Module):
     h_BxLxD = attention.Attention(c, deterministic=det, name='attention')(
         x_BxLxD, x_BxLxD, mask_Bx1xLxL)
     h_BxLxD = layers.adapter(c, 'attention_adapter')(
-        nn.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
+        layers.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
     x_BxLxD = layers.norm(c, 'attention_norm')(x_BxLxD + h_BxLxD)
     h_BxLxD = layers.Mlp(c, deterministic=det, name='mlp')(x_BxLxD)
     h_BxLxD = layers.adapter(c, 'mlp_adapter')(
-        nn.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
+        layers.Dropout(c.dropout_rate)(h_BxLxD, deterministic=det))
     x_BxLxD = layers.norm(c, 'mlp_norm')(x_BxLxD + h_BxLxD)
     return nn.with_logical_constraint(x_BxLxD, ('batch', 'length', 'embed')), None
 
@@ -87,7 +87,7 @@ class Bert(nn.Module):
     self.position_embed = layers.embedding(c, c.max_len, ('position', 'embed'))
     self.type_embed = layers.embedding(c, c.type_vocab_size, ('type_vocab', 'embed'))
     self.embed_norm = layers.norm(c)
-    self.embed_dropout = nn.Dropout(c.dropout_rate)
+    self.embed_dropout = layers.Dropout(c.dropout_rate)
     self.encoder = BertEncoder(c)
     self.pooler = layers.dense(c, c.d_model, ('embed', 'mlp'), 'dense')
     self.mlm_head = MlmHead(c)

@@ -37,10 +37,10 @@ class GptLayer(nn.Module):
     h_BxTxD = attention.Attention(c, deterministic=det, decode=self.decode, name='attention')(
         h_BxTxD, h_BxTxD, mask_Bx1xTxL, None, cache_index)
     x_BxTxD = x_BxTxD + layers.adapter(c, 'attention_adapter')(
-        nn.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det))
+        layers.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det))
     h_BxTxD = layers.Mlp(c, deterministic=det, name='mlp')(layers.norm(c, 'mlp_norm')(x_BxTxD))
     x_BxTxD = x_BxTxD + layers.adapter(c, 'mlp_adapter')(
-        nn.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det))
+        layers.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det))
     return nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'embed')), None
 
 
@@ -79,7 +79,7 @@ class Gpt(nn.Module):
     c = self.config
     self.token_embed = layers.embedding(c, c.vocab_size, ('vocab', 'embed'))
     self.position_embed = layers.embedding(c, c.max_len, ('position', 'embed'))
-    self.embed_dropout = nn.Dropout(c.dropout_rate)
+    self.embed_dropout = layers.Dropout(c.dropout_rate)
     self.decoder = GptDecoder(c)
 
   def encode(self, tokens, segment_ids, positions, prefix_mask=None, deterministic=True,

@@ -83,7 +83,7 @@ class SequenceClassifier(_Head):
       pooled_BxD = jnp.take_along_axis(h_BxLxD, index_B[:, None, None], axis=1)[:, 0]
     else:
       pooled_BxD = mean_pool(h_BxLxD, segment_ids)
-    pooled_BxD = nn.Dropout(c.dropout_rate)(pooled_BxD, deterministic=deterministic)
+    pooled_BxD = layers.Dropout(c.dropout_rate)(pooled_BxD, deterministic=deterministic)
     return self.output(c.num_classes)(pooled_BxD)
 
 
@@ -93,7 +93,7 @@ class TokenClassifier(_Head):
   def __call__(self, tokens, segment_ids, positions, token_types=None, deterministic=True):
     c = self.config
     _, h_BxLxD = self.hidden(tokens, segment_ids, positions, token_types, deterministic)
-    h_BxLxD = nn.Dropout(c.dropout_rate)(h_BxLxD, deterministic=deterministic)
+    h_BxLxD = layers.Dropout(c.dropout_rate)(h_BxLxD, deterministic=deterministic)
     return self.output(c.num_classes)(h_BxLxD)
 
 

@@ -12,6 +12,9 @@ unrolled one):
 Decode caches are scanned along axis 1 instead, so that every cache array keeps its
 batch axis first in both layouts (beam search can reorder rows with one gather).
 
+`model.remat`: none (keep every activation), full (keep only each layer's input) or dots
+(`REMAT_POLICIES`: keep the projections, recompute the attention scores).
+
 A block is a module `Block(config, deterministic=..., decode=..., name=...)` whose
 `__call__(x, *args)` returns `(x, None)`; every extra arg is shared by all layers.
 """
@@ -24,9 +27,14 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+# What the backward may read instead of recomputing.  'dots' keeps the projections'
+# outputs (matmuls without batch dimensions: x . W) but not the attention scores and
+# their product with the values (batched over rows and heads), the [B, H, T, S] arrays
+# that grow with the square of the length (MaxText's `dots_with_no_batch_dims_saveable`;
+# jax's `checkpoint_dots` kept them too).
 REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,  # recompute everything
-    'dots': jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep x . W outputs
 }
 _LAYER_KEY = re.compile(r'^layers_(\d+)$')
 

@@ -47,7 +47,7 @@ class T5Layer(nn.Module):
     # mask_bias: attention.additive_bias (the mask, with or without the relative bias);
     # bias: more to add to it, or None.
     c, det = self.config, self.deterministic
-    drop = lambda h: nn.Dropout(c.dropout_rate)(h, deterministic=det)
+    drop = lambda h: layers.Dropout(c.dropout_rate)(h, deterministic=det)
     h_BxTxD = layers.norm(c, 'attention_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + layers.adapter(c, 'attention_adapter')(drop(attention.Attention(
         c, deterministic=det, decode=self.decode, name='attention')(
@@ -88,11 +88,11 @@ class T5Encoder(nn.Module):
         attention.segment_mask(segment_ids_BxS, segment_ids_BxS))
     bias_1xHxSxS = slot_relative_bias(c, True, segment_ids_BxS.shape[1],
                                       segment_ids_BxS.shape[1])
-    x_BxSxD = nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
+    x_BxSxD = layers.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
     x_BxSxD = stack.apply_layers(T5Layer, c, c.num_layers, x_BxSxD, mask_bias_Bx1xSxS,
                                  bias_1xHxSxS, None, None, None, deterministic=deterministic)
     x_BxSxD = layers.norm(c, 'final_norm')(x_BxSxD)
-    return nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
+    return layers.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
 
 
 class T5Decoder(nn.Module):
@@ -121,12 +121,12 @@ class T5Decoder(nn.Module):
       bias_BxHxTxL = slot_relative_bias(c, False, t, t)
     cross_bias_Bx1xTxS = attention.additive_bias(
         attention.segment_mask(segment_ids_BxT, encoder_segment_ids_BxS))
-    y_BxTxD = nn.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
+    y_BxTxD = layers.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
     y_BxTxD = stack.apply_layers(T5Layer, c, c.num_decoder_layers, y_BxTxD, mask_bias_Bx1xTxL,
                                  bias_BxHxTxL, index, encoded_BxSxD, cross_bias_Bx1xTxS,
                                  deterministic=deterministic, decode=decode, is_decoder=True)
     y_BxTxD = layers.norm(c, 'final_norm')(y_BxTxD)
-    return nn.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
+    return layers.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
 
 
 class T5(nn.Module):

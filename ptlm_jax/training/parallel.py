@@ -70,6 +70,12 @@ LOGICAL_AXIS_RULES = (
     ('position', None),
     ('classes', None),
 )
+# The same rules for code running on one row inside `Parallel.vmap_rows`: there the row
+# axis is the vmapped one (split over data x fsdp by `spmd_axis_name`), so no constraint
+# inside may name those mesh axes again (an activation's 'embed' would take the free fsdp).
+ROW_AXIS_RULES = tuple(
+    (name, None if set((axes,) if isinstance(axes, str) else axes or ()) & set(BATCH_AXES)
+     else axes) for name, axes in LOGICAL_AXIS_RULES)
 
 
 # ---------------------------------------------------------------------------
@@ -158,7 +164,7 @@ def state_partition_specs(abstract_state: Any, abstract_params: Any, param_specs
 
 class Parallel:
   """How the one train step runs over devices.  Inside the step: `sum`, `first_row`,
-  `device_rng`, `constrain_microbatches`; around it: `prepare`, `init_state`,
+  `device_rng`, `constrain_microbatches`, `vmap_rows`; around it: `prepare`, `init_state`,
   `shard_batch`, `compile`, `metrics_to_host`; checkpoints: `global_abstract`,
   `to_global`, `from_global` (one global array per leaf, whatever the mode)."""
   mode = ''
@@ -184,6 +190,10 @@ class Parallel:
 
   def constrain_microbatches(self, x_MxBxX):
     return x_MxBxX
+
+  def vmap_rows(self, fn: Callable, out_axes=0) -> Callable:
+    """jax.vmap of a one-row fn over the batch rows, keeping the rows where they are."""
+    return jax.vmap(fn, out_axes=out_axes)
 
   def prepare(self, abstract_state, param_specs) -> None:
     """Derives the state's placement from its shapes (before init_state / compile)."""
@@ -310,6 +320,18 @@ class MeshParallel(Parallel):
   def constrain_microbatches(self, x_MxBxX):
     spec = P(None, BATCH_AXES, *([None] * (x_MxBxX.ndim - 2)))
     return jax.lax.with_sharding_constraint(x_MxBxX, NamedSharding(self.mesh, spec))
+
+  def vmap_rows(self, fn: Callable, out_axes=0) -> Callable:
+    """jax.vmap over rows split over data x fsdp (`spmd_axis_name`).
+
+    A plain vmap would leave the row axis unconstrained while the model's logical
+    constraints shard its batch of one: XLA then gives every device the whole batch
+    (dropout at GPT small on 8 devices: 7x the FLOPs, 6.6x the temp memory).
+    """
+    def one_row(*args):
+      with nn.logical_axis_rules(ROW_AXIS_RULES):
+        return fn(*args)
+    return jax.vmap(one_row, out_axes=out_axes, spmd_axis_name=BATCH_AXES)
 
   # Around the step.
   def prepare(self, abstract_state, param_specs) -> None:

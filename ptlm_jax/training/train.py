@@ -22,7 +22,12 @@ One pure step for all families (`make_train_step`):
 Randomness is a function of (train.seed, step, global row): the objective's masks and,
 when the model has dropout, its dropout masks (the model runs vmapped over rows, each
 row with its own `dropout` key), so pmap, mesh, any device count or microbatch split,
-and a run resumed on another device count all draw the same numbers.
+and a run resumed on another device count all draw the same numbers.  The vmap is
+`par.vmap_rows`: in mesh mode it names the batch axes (`spmd_axis_name`), so the rows stay
+split over data x fsdp and each device computes only its own (a plain vmap made every
+device compute the whole batch).  The keys are threefry: jax's `rbg` keys, cheaper on
+GPU / TPU, are batched under vmap by drawing every row's bits from the first row's key
+(`rng_bit_generator`'s batching rule), which makes the masks depend on the layout.
 
 Partitions (peft/partitions.py): every param gets a label from `config.peft` (or
 `Components.param_labels`); the step splits the params into the trainable and the
@@ -143,11 +148,13 @@ def _chunk_tokens(config) -> int:
   return config.train.get('loss_chunk_tokens', 0)  # absent in configs saved before it existed
 
 
-def _apply(model, params, inputs, method=None, dropout_keys=None, **kwargs):
+def _apply(model, params, inputs, method=None, dropout_keys=None, vmap_rows=jax.vmap,
+           **kwargs):
   """model.apply; with `dropout_keys` (one key per row) vmapped over rows, each with its key.
 
   Dropout masks then depend on the row alone, not on how many rows a device holds.
   Outputs that do not depend on the row (the LM head's table) come back unbatched.
+  `vmap_rows(fn, out_axes)`: the vmap (`Parallel.vmap_rows` keeps the rows sharded).
   """
   if dropout_keys is None:
     return model.apply({'params': params}, **inputs, method=method, **kwargs)
@@ -159,11 +166,11 @@ def _apply(model, params, inputs, method=None, dropout_keys=None, **kwargs):
   shapes = jax.eval_shape(one_row, jax.tree.map(lambda x: x[0], inputs), dropout_keys[0])
   # Row-independent outputs (e.g. the vocabulary table) have no leading row axis of 1.
   out_axes = jax.tree.map(lambda s: 0 if s.ndim and s.shape[0] == 1 else None, shapes)
-  out = jax.vmap(one_row, out_axes=out_axes)(inputs, dropout_keys)
+  out = vmap_rows(one_row, out_axes=out_axes)(inputs, dropout_keys)
   return jax.tree.map(lambda x, a: x[:, 0] if a == 0 else x, out, out_axes)
 
 
-def model_loss(model, chunk_tokens: int, loss=None) -> Callable:
+def model_loss(model, chunk_tokens: int, loss=None, vmap_rows=jax.vmap) -> Callable:
   """(params, inputs, targets, weights, z_loss, label_smoothing, **apply_kwargs) -> loss sums.
 
   A pretraining LM (no `loss` hook, `model.head='lm'`, `chunk_tokens` > 0: the config's
@@ -174,20 +181,21 @@ def model_loss(model, chunk_tokens: int, loss=None) -> Callable:
   model's logits go to `loss` (default `losses.weighted_cross_entropy`).  Same sums.
   `dropout_keys` (a keyword argument, one key per row): the model runs per row (`_apply`);
   the loss always runs over the whole batch (so the fused path keeps its memory bound).
+  vmap_rows: how the per-row model is vmapped (`Parallel.vmap_rows`).
   """
   model_config = getattr(model, 'config', None)
   if (loss is None and chunk_tokens > 0 and hasattr(model, 'lm_head_inputs')
       and getattr(model_config, 'head', None) == 'lm'):
     def fused(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
       h_BxTxD, table_VxD, bias_V = _apply(model, params, inputs, method='lm_head_inputs',
-                                          **kwargs)
+                                          vmap_rows=vmap_rows, **kwargs)
       return losses.projected_cross_entropy(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT,
                                             z_loss, label_smoothing, chunk_tokens)
     return fused
   loss = loss or losses.weighted_cross_entropy
 
   def plain(params, inputs, targets_BxT, weights_BxT, z_loss, label_smoothing, **kwargs):
-    logits_BxTxV = _apply(model, params, inputs, **kwargs)
+    logits_BxTxV = _apply(model, params, inputs, vmap_rows=vmap_rows, **kwargs)
     return loss(logits_BxTxV, targets_BxT, weights_BxT, z_loss=z_loss,
                 label_smoothing=label_smoothing)
   return plain
@@ -200,7 +208,7 @@ def make_train_step(model, objective, tx, config, par, loss=None, trainable=None
   differentiated and updated (`tx` holds state for them alone), the others pass through.
   """
   m, o = config.optim.microbatches, config.objective
-  sums_fn = model_loss(model, _chunk_tokens(config), loss)
+  sums_fn = model_loss(model, _chunk_tokens(config), loss, par.vmap_rows)
   split = ((lambda params: peft.partition(params, trainable)) if trainable is not None
            else (lambda params: (params, {})))
 
