@@ -142,13 +142,15 @@ def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
   # Scale q (B T H K) rather than the logits (B H T S), and add the float32 bias that
   # carries the mask: XLA fuses the add into the softmax's max / subtract / exp.
   q_BxTxHxK = q_BxTxHxK * jnp.asarray(scale, q_BxTxHxK.dtype)
-  logits_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK,
-                              preferred_element_type=jnp.float32) + bias_BxHxTxS
+  # Both matmuls take compute-dtype inputs and accumulate in float32 (layers.matmul).
+  logits_BxHxTxS = layers.matmul('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK, q_BxTxHxK.dtype,
+                                 jnp.float32, name=layers.ATTENTION) + bias_BxHxTxS
   weights_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
   if use_dropout:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - rate, weights_BxHxTxS.shape)
     weights_BxHxTxS = jnp.where(keep, weights_BxHxTxS / (1.0 - rate), 0.0)
-  return jnp.einsum('bhts,bshk->bthk', weights_BxHxTxS.astype(v_BxSxHxK.dtype), v_BxSxHxK)
+  return layers.matmul('bhts,bshk->bthk', weights_BxHxTxS, v_BxSxHxK, v_BxSxHxK.dtype,
+                       name=layers.ATTENTION)
 
 
 class Attention(nn.Module):

@@ -24,9 +24,13 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from ptlm_jax.models import layers
+
 REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,  # recompute everything
-    'dots': jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
+    # Keep matmul outputs.  By name, not `checkpoint_dots`: in bfloat16 the models' matmuls
+    # are custom_vjp calls (layers.matmul), whose dots that policy cannot see.
+    'dots': jax.checkpoint_policies.save_only_these_names(layers.PROJECTION, layers.ATTENTION),
 }
 _LAYER_KEY = re.compile(r'^layers_(\d+)$')
 

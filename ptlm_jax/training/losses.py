@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ptlm_jax.models import layers
+
 
 def weighted_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
                            weights_BxT: jax.Array, z_loss: float = 0.0,
@@ -116,8 +118,7 @@ def _chunk_sums(h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, la
   """The loss sums of one chunk and, with_grads, d(loss sum) / d(h, table.T, bias)."""
   vocab = table_VxD.shape[0]
   table_VxD = table_VxD.astype(h_BxCxD.dtype)
-  logits_BxCxV = jnp.einsum('bcd,vd->bcv', h_BxCxD, table_VxD,
-                            preferred_element_type=jnp.float32)
+  logits_BxCxV = layers.einsum_f32('bcd,vd->bcv', h_BxCxD, table_VxD)
   if bias_V is not None:
     logits_BxCxV = logits_BxCxV + bias_V.astype(jnp.float32)
   targets_BxC = targets_BxC.astype(jnp.int32)
@@ -153,14 +154,14 @@ def _chunk_sums(h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, la
   q_BxCxV = jnp.where(ids_V == targets_BxC[..., None], on, 0.0) + off
   g_BxCxV = exp_BxCxV * scale_BxCx1 - weights_BxC[..., None] * q_BxCxV
   dbias_V = None if bias_V is None else jnp.sum(g_BxCxV, axis=(0, 1))
-  # The two gradient matmuls run in the model's compute dtype and return it, as autodiff
-  # of the model's own projection does (XLA:CPU has no bf16 x bf16 -> f32 kernel for
-  # every shape); the chunks' table gradients add up in float32.
+  # The two gradient matmuls take the model's compute dtype and accumulate in float32, as
+  # the models' own matmuls (models/layers.matmul); dh returns in the compute dtype, the
+  # chunks' table gradients add up in float32.
   g_BxCxV = g_BxCxV.astype(h_BxCxD.dtype)
-  dh_BxCxD = jnp.einsum('bcv,vd->bcd', g_BxCxV, table_VxD)
+  dh_BxCxD = layers.einsum_f32('bcv,vd->bcd', g_BxCxV, table_VxD).astype(h_BxCxD.dtype)
   # table.T's gradient, D x V: h.T @ g reads g in its own row-major order (g.T @ h made
   # XLA:CPU transpose the whole [B*C, V] block first).
-  dtable_DxV = jnp.einsum('bcd,bcv->dv', h_BxCxD, g_BxCxV).astype(jnp.float32)
+  dtable_DxV = layers.einsum_f32('bcd,bcv->dv', h_BxCxD, g_BxCxV)
   return sums, (dh_BxCxD, dtable_DxV, dbias_V)
 
 
