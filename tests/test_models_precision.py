@@ -28,7 +28,7 @@ def tiny_config(family, dtype, seq_len=32, batch=8, **model):
   return c
 
 
-# StableHLO: `stablehlo.dot_general %a, %b, ... : (tensor<..xbf16>, tensor<..xbf16>) -> tensor<..xf32>`
+# StableHLO: `stablehlo.dot_general %a, %b ... : (tensor<..xbf16>, tensor<..xbf16>) -> tensor<..xf32>`
 _STABLEHLO_DOT = re.compile(r'stablehlo\.dot_general.*:\s*\((tensor<[^>]*>),\s*(tensor<[^>]*>)\)'
                             r'\s*->\s*(tensor<[^>]*>)')
 # Compiled HLO: `%dot.3 = bf16[8,32]{1,0} dot(...)` (also inside fusions), or a convolution.

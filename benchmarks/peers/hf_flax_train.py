@@ -29,8 +29,9 @@ import numpy as np  # pylint: disable=wrong-import-position
 import optax  # pylint: disable=wrong-import-position
 import transformers  # pylint: disable=wrong-import-position
 from flax.traverse_util import flatten_dict  # pylint: disable=wrong-import-position
-from transformers import (BertConfig, FlaxBertForMaskedLM, FlaxGPT2LMHeadModel,  # pylint: disable=wrong-import-position
-                          FlaxT5ForConditionalGeneration, GPT2Config, T5Config)
+from transformers import BertConfig, FlaxBertForMaskedLM  # pylint: disable=wrong-import-position
+from transformers import FlaxGPT2LMHeadModel, GPT2Config  # pylint: disable=wrong-import-position
+from transformers import FlaxT5ForConditionalGeneration, T5Config  # pylint: disable=wrong-import-position
 
 PEER = 'hf-flax'
 

@@ -26,8 +26,9 @@ import numpy as np  # pylint: disable=wrong-import-position
 import torch  # pylint: disable=wrong-import-position
 import torch.nn.functional as F  # pylint: disable=wrong-import-position
 import transformers  # pylint: disable=wrong-import-position
-from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel,  # pylint: disable=wrong-import-position
-                          T5Config, T5ForConditionalGeneration)
+from transformers import BertConfig, BertForMaskedLM  # pylint: disable=wrong-import-position
+from transformers import GPT2Config, GPT2LMHeadModel  # pylint: disable=wrong-import-position
+from transformers import T5Config, T5ForConditionalGeneration  # pylint: disable=wrong-import-position
 
 PEER = 'hf-torch'
 
@@ -123,8 +124,8 @@ def bench_family(family: str, a) -> dict:
   return common.summarize(family, c, counts, times, a.peak_gflops,
                           peer=PEER + ('-compile' if a.compile else ''), kind='train',
                           dtype=a.dtype, first_step_s=first, loss_first=losses[0],
-                          loss_last=losses[-1], attn_implementation=model.config._attn_implementation,  # pylint: disable=protected-access
-                          **load)
+                          loss_last=losses[-1], **load,
+                          attn_implementation=model.config._attn_implementation)  # pylint: disable=protected-access
 
 
 @torch.inference_mode()
@@ -132,7 +133,8 @@ def bench_generate(a) -> dict:
   c = a.cfg
   torch.manual_seed(a.seed)
   model = GPT2LMHeadModel(gpt2_config(c)).eval()
-  prompt = torch.from_numpy(common.prompt_batch(a.gen_batch, a.prompt_len, c['vocab'], a.seed)).long()
+  prompt = common.prompt_batch(a.gen_batch, a.prompt_len, c['vocab'], a.seed)
+  prompt = torch.from_numpy(prompt).long()
   mask = torch.ones_like(prompt)
   cast = (torch.autocast('cpu', torch.bfloat16) if a.dtype == 'bfloat16'
           else contextlib.nullcontext())

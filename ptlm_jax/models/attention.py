@@ -102,11 +102,13 @@ def fused_implementation(config, deterministic: bool = True) -> str | None:
   """jax.nn.dot_product_attention's `implementation` for this config and platform (None:
   the einsum path).  Attention dropout in training takes the einsum path (the fused
   kernels have no dropout)."""
-  if config.attention_impl == 'einsum' or (not deterministic and config.attention_dropout_rate > 0):
+  dropout = not deterministic and config.attention_dropout_rate > 0
+  if config.attention_impl == 'einsum' or dropout:
     return None
   if config.attention_impl in ('xla', 'cudnn'):
     return config.attention_impl
-  cudnn_ok = (jax.default_backend() == 'gpu' and jnp.dtype(config.dtype) in (jnp.bfloat16, jnp.float16)
+  cudnn_ok = (jax.default_backend() == 'gpu'
+              and jnp.dtype(config.dtype) in (jnp.bfloat16, jnp.float16)
               and config.head_dim % 8 == 0 and config.head_dim <= 128)
   return 'cudnn' if cudnn_ok else None
 
