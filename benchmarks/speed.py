@@ -9,7 +9,7 @@ r"""Benchmarks, one JSON line per measurement; `--mode` picks what is timed.
   python -m benchmarks.speed --mode=cost --family=bert,gpt,t5 --preset=base-ish
 
 train (default): the family's pretraining step (objective, model, loss, gradient, AdamW)
-at a preset of the peers' harness (shared/bench/peers: small = vocab 8192, d_model 256,
+at a preset of the peers' harness (benchmarks/peers: small = vocab 8192, d_model 256,
 4 layers (T5 4 + 4), 4 heads, ffn 1024, seq 128 (T5 targets 32), batch 32; base-ish =
 d_model 512, 6 layers, 8 heads, ffn 2048, seq 256 (T5 targets 64), batch 8), float32
 (`--dtype=bfloat16` for the mixed-precision figure), see benchmark_train.py.  The line
@@ -17,7 +17,9 @@ has family, preset, params, step_ms (median of the timed steps after warm-up),
 tokens_per_s (input tokens: B x L, T5 B x S), mfu / mfu_excl_head (flops.py; needs a
 peak: `--peak_gflops`, or `--peak` measures the peers' f32 matmul peak), compile_s,
 first_step_s, device_kind, jax, the CPU contention while timing (foreign_cpu_frac,
-steal_frac) and the peers' field names, so `aggregate.py` tables it beside them.
+steal_frac), the CPU's bf16 flags (cpu_bf16_flags: amx_bf16, avx512_bf16, ...) and jnp's
+matmul GFLOP/s at --peak_size^3 (matmul_gflops: float32, bf16 -> bf16, bf16 -> f32; a bf16
+figure from a CPU without a fast bf16 path reads as such), with the peers' field names.
 
 generate: the GPT small shape (vocab 8192, d_model 256, 4 layers, 4 heads, ffn 1024, 512
 positions, float32, random weights), batch 8, 16-token random prompts, exactly 128 new
@@ -42,10 +44,11 @@ the first depth.
 so that all see the same machine load; then it prints the median over rounds of the
 per-round throughput ratios.  Training peers: HF Flax (`hf_flax_train.py`, which also
 measures the f32 matmul peak used for every MFU of the round), HF PyTorch eager and
-compiled (`torch_train.py [--compile]`); generation: HF Flax.  The harness (its own venv:
-HF transformers 4.57 needs jax 0.9) is found through --peer_python and --peer_script.
-`--raw_dir` also appends every line to <raw_dir>/<variant>.jsonl, the layout of the
-peers' run_all.sh, so `aggregate.py --raw <raw_dir>` makes one report of all of them.
+compiled (`torch_train.py [--compile]`); generation: HF Flax.  Every variant runs in
+--dtype: bfloat16 is HF Flax's `dtype=bfloat16` and `torch.autocast('cpu', bfloat16)`.
+The harness is `benchmarks/peers/` (README there); its own venv (HF transformers 4.57's
+Flax models need jax 0.9: `bash benchmarks/peers/setup.sh`) is --peer_python.
+`--raw_dir` also appends every line to <raw_dir>/<variant>.jsonl.
 """
 from __future__ import annotations
 
@@ -89,17 +92,18 @@ flags.DEFINE_list('peers', ['flax', 'torch', 'torch-compile'],
                   'train --compare_hf: peers to run (generate: HF Flax only).')
 flags.DEFINE_string('peer_python', os.path.expanduser('~/.cache/ptlm-peers/venv/bin/python'),
                     'Python of the peer-benchmark venv (HF transformers + jax 0.9 + torch).')
-# The peers' harness sits in ../shared/bench/peers beside the repository (as CI lays it out).
-PEERS_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
-                                          'shared', 'bench', 'peers'))
+# The peers' harness (benchmarks/peers; its venv: benchmarks/peers/setup.sh).
+PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peers')
 flags.DEFINE_string('peer_script', os.path.join(PEERS_DIR, 'hf_flax_train.py'),
                     'The HF Flax peer; torch_train.py is taken from the same folder.')
 flags.DEFINE_string('out', '', 'Also append every JSON line to this file.')
 flags.DEFINE_string('raw_dir', '', '--compare_hf: also append lines to <raw_dir>/<variant>.jsonl '
                     '(the peers\' aggregate.py layout).')
 flags.DEFINE_integer('peer_timeout', 900, 'Seconds before a benchmark process is given up.')
+flags.DEFINE_integer('peak_size', 2048, 'train: n of the n^3 matmuls whose GFLOP/s per dtype '
+                     'each line records (0: none); passed to the peers too.')
 
-# The peer harness's `small` preset (shared/bench/peers/common.py).
+# The peer harness's `small` preset (benchmarks/peers/common.py).
 SMALL_GPT = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, head_dim=64,
                  d_ff=1024, max_len=512)
 # Targets of issue 9 (median ratio of tokens/s): HF Flax (BERT: 1.5), best HF PyTorch.
@@ -200,7 +204,7 @@ def our_shape_args(shape: dict[str, int]) -> list[str]:
 
 
 def peer_shape_args(shape: dict[str, int]) -> list[str]:
-  """`shape` as the peers' harness flags (--d-model 512 ...; shared/bench/peers/common.py)."""
+  """`shape` as the peers' harness flags (--d-model 512 ...; benchmarks/peers/common.py)."""
   return [a for k, v in shape.items() for a in (f'--{k.replace("_", "-")}', str(v))]
 
 
@@ -237,7 +241,7 @@ def _check_peers() -> None:
   for path in (FLAGS.peer_python, FLAGS.peer_script):
     if not os.path.exists(path):
       raise app.UsageError(f'{path} not found: set --peer_python / --peer_script '
-                           '(shared/bench/peers/setup_venv.sh makes the venv)')
+                           '(bash benchmarks/peers/setup.sh makes the venv)')
 
 
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
@@ -265,14 +269,16 @@ def compare_train(rounds: int, families: list[str], presets: list[str]) -> None:
     for preset in presets:
       for family in families:
         ours = [sys.executable, '-m', 'benchmarks.speed', '--mode=train', f'--family={family}',
-                f'--preset={preset}', f'--dtype={FLAGS.dtype}']
+                f'--preset={preset}', f'--dtype={FLAGS.dtype}', f'--peak_size={FLAGS.peak_size}']
         ours += [f'--{k}={getattr(FLAGS, k)}' for k in ('steps', 'warmup')
                  if getattr(FLAGS, k) is not None] + our_shape_args(shape)
         # --steps / --warmup, when given, apply to every variant (the harness has the same flags).
         counts = [a for k in ('steps', 'warmup') if getattr(FLAGS, k) is not None
                   for a in (f'--{k}', str(getattr(FLAGS, k)))]
         runs = [('ptlm_jax', ours)] + [
-            (v, [FLAGS.peer_python] + scripts[v] + ['--config', preset, '--families', family]
+            (v, [FLAGS.peer_python] + scripts[v] + ['--config', preset, '--families', family,
+                                                    '--dtype', FLAGS.dtype,
+                                                    '--peak-size', str(FLAGS.peak_size)]
              + counts + peer_shape_args(shape)) for v in FLAGS.peers]
         group, peak = [], None
         for variant, cmd in runs:
@@ -400,11 +406,16 @@ def main(argv):
   peak = FLAGS.peak_gflops * 1e9
   if FLAGS.peak:
     peak = benchmark_train.matmul_peak()
+  from benchmarks.peers import common as peer_common  # pylint: disable=g-import-not-at-top
+  machine = peer_common.cpu_features()
+  if FLAGS.peak_size:
+    machine['matmul_gflops'] = dict(benchmark_train.matmul_gflops(FLAGS.peak_size),
+                                    n=FLAGS.peak_size)
   for preset in FLAGS.preset:
     for family in FLAGS.family:
       record = benchmark_train.bench_train(family, preset, FLAGS.steps, FLAGS.warmup, peak,
                                            shape, dtype=FLAGS.dtype)
-      _emit(record)
+      _emit(dict(record, **machine))
 
 
 if __name__ == '__main__':

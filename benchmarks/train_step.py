@@ -12,7 +12,7 @@ on device, the model, the loss, the gradient, AdamW, the NaN guard) compiled by
 batch of synthetic packed rows (random ordinary pieces, documents of random length
 ending in EOS).  Each step draws new masks / spans from its own key, as in training.
 
-Shapes and settings copy the peers' harness (`shared/bench/peers/common.py`, NOTES.md):
+Shapes and settings copy the peers' harness (`benchmarks/peers/common.py`, README.md):
 the presets below, float32, dropout 0, AdamW (lr 1e-4, weight decay 0.01, b2 0.999,
 eps 1e-8, no clipping, no warm-up), one device, `warmup` untimed steps then `steps`
 timed ones, each waited for (`block_until_ready` of its metrics).  BERT's MLM predicts
@@ -46,7 +46,7 @@ from ptlm_jax import config_lib, errors, flops
 from ptlm_jax.data import vocab
 from ptlm_jax.training import parallel, train
 
-# The peers' presets (shared/bench/peers/common.py PRESETS); T5 "seq" = encoder length.
+# The peers' presets (benchmarks/peers/common.py PRESETS); T5 "seq" = encoder length.
 PRESETS = {
     'small': dict(vocab=8192, d_model=256, layers=4, heads=4, ffn=1024, seq=128, tgt_len=32,
                   batch=32, steps=10, warmup=2),
@@ -210,7 +210,7 @@ def record(bench: TrainBench, times: list[float], first_step_s: float, peak_flop
       peak_gflops=round(peak_flops / 1e9, 2) if peak_flops else None,
       mfu=round((model_flops + head_flops) / median / peak_flops, 4) if peak_flops else None,
       mfu_excl_head=round(model_flops / median / peak_flops, 4) if peak_flops else None,
-      # The peers' field names (shared/bench/peers/README.md), so aggregate.py tables us too.
+      # The peers' field names (benchmarks/peers/README.md).
       batch=b, seq=s, tgt_len=t or None, step_ms_median=median * 1e3,
       step_ms_min=min(times) * 1e3, step_ms_max=max(times) * 1e3, timed_steps=len(times),
       params_total=bench.counts['params_total'],
@@ -247,6 +247,25 @@ def _shape_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return dict(vocab=m.vocab_size, d_model=m.d_model, layers=m.num_layers, heads=m.num_heads,
               ffn=m.d_ff, seq=config.data.seq_len, batch=config.train.batch_size,
               tgt_len=config.objective.targets_length if m.family == 't5' else None)
+
+
+def matmul_gflops(n: int = 2048) -> dict[str, float | str]:
+  """jnp n^3 matmul GFLOP/s per dtype, as the HF Flax peer measures them: float32, bf16 x
+  bf16 -> bf16 (a plain bf16 matmul) and bf16 x bf16 -> f32 (preferred_element_type)."""
+  from benchmarks.peers import common as peer_common  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+  plain = jax.jit(jnp.matmul)
+  wide = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+  out = {}
+  for name, fn, x, y in (('float32', plain, a, b), ('bf16_to_bf16', plain, a16, b16),
+                         ('bf16_to_f32', wide, a16, b16)):
+    try:
+      out[name] = peer_common.time_matmul(lambda fn=fn, x=x, y=y: fn(x, y).block_until_ready(), n)
+    except Exception as e:  # pylint: disable=broad-except  (XLA:CPU lacks some dtype pairs)
+      out[name] = f'failed: {type(e).__name__}'
+  return out
 
 
 def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> float:

@@ -4,7 +4,7 @@
   step = flops.flops_per_step(config.model, counts, shapes)
   mfu = (step['model'] + step['head']) / seconds_per_step / (peak_per_device * devices)
 
-The accounting is the peers' harness (/work/shared/bench/peers/common.py) so that
+The accounting is the peers' harness (benchmarks/peers/common.py) so that
 benchmark figures line up:
 
   dense = 6 * N * tokens       N = non-embedding parameters (no embedding tables, no LM head)

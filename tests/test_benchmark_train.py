@@ -203,7 +203,7 @@ def test_compare_hf_pairs_rounds_into_median_ratios(monkeypatch, capsys, tmp_pat
   monkeypatch.setattr(benchmark, 'FLAGS', types.SimpleNamespace(
       raw_dir=str(tmp_path), out='', peers=['flax', 'torch', 'torch-compile'],
       peer_python='peer-python', peer_script='/peers/hf_flax_train.py', dtype='float32',
-      steps=None, warmup=None, peer_timeout=60))
+      steps=None, warmup=None, peer_timeout=60, peak_size=0))
   benchmark.compare_train(2, ['gpt'], ['small'])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   summary = lines[-1]

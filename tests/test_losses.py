@@ -138,3 +138,29 @@ def test_cross_device_sums_equal_single_device():
   whole = losses.weighted_cross_entropy(logits, targets, weights)
   for k in whole:
     np.testing.assert_allclose(halves[0][k] + halves[1][k], whole[k], rtol=1e-5)
+
+
+@pytest.mark.parametrize('mode, mesh, rows_per_device', [
+    ('mesh', (8, 1, 1), 8), ('mesh', (4, 2, 1), 8), ('mesh', (2, 2, 2), 16), ('pmap', None, 8)])
+def test_fused_head_chunks_are_sized_per_device(mode, mesh, rows_per_device, monkeypatch):
+  # The real GPT train step on 8 fake devices, global batch 64, 32 positions, 128 tokens
+  # per chunk: C = 128 / rows per device (16 on data 8, 8 with a tensor axis; under jit the
+  # loss sees all 64 rows, which gave C = 2), whatever the mode.
+  from benchmarks import train_step as benchmark_train  # pylint: disable=g-import-not-at-top
+  c = benchmark_train.preset_config('gpt', 'small', dict(vocab=384, d_model=32, layers=1, heads=2,
+                                                         ffn=64, seq=32, batch=64))
+  c.data.sp_vocab_size = 284
+  c.train.loss_chunk_tokens = 128
+  c.parallel.update(mode=mode, num_devices=0)
+  if mesh:
+    c.parallel.update(mesh_data=mesh[0], mesh_fsdp=mesh[1], mesh_tensor=mesh[2])
+  seen = []
+  real = losses.chunk_positions
+  monkeypatch.setattr(losses, 'chunk_positions',
+                      lambda b, t, n: seen.append((b, t, n)) or real(b, t, n))
+  if mode == 'mesh':
+    benchmark_train._lower_step(c)  # pylint: disable=protected-access
+  else:
+    benchmark_train.TrainBench(c)
+  assert seen and set(seen) == {(rows_per_device, 32, 128)}, seen
+  assert real(*seen[0]) == 128 // rows_per_device

@@ -136,3 +136,52 @@ def test_padding_rows_stay_finite_with_finite_gradients():
     value, grads = jax.jit(jax.value_and_grad(loss))(params)
     assert np.isfinite(value)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize('family', ['bert', 'gpt', 't5'])
+def test_fused_kernel_gets_a_boolean_mask_and_equals_einsum_with_gradients(family, monkeypatch):
+  # On packed rows (documents of 4, 5, 3 tokens and padding), jax.nn.dot_product_attention
+  # (implementation='xla', the fused path on CPU) gets the segment mask as a boolean mask,
+  # is_causal for causal self-attention, and as a float bias only T5's learned relative
+  # bias; it computes the einsum path's logits and parameter gradients.
+  dec, enc = _rows(family)
+  inputs = [jnp.asarray(x) for x in (*(enc or []), *dec)]
+  calls = []
+  fused = jax.nn.dot_product_attention
+
+  def spy(q, k, v, bias=None, mask=None, **kwargs):
+    calls.append((None if mask is None else str(mask.dtype), bias is not None, kwargs['is_causal'],
+                  q.shape[1] == k.shape[1]))
+    return fused(q, k, v, bias=bias, mask=mask, **kwargs)
+
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', spy)
+  results = {}
+  for impl in ('einsum', 'xla'):
+    model, _, params = model_and_params(family, attention_impl=impl)
+    readout = jax.random.normal(jax.random.key(3), (model.config.vocab_size,))
+
+    def loss(p):
+      logits = model.apply({'params': p}, *inputs)
+      weights = (dec[1] != 0)[..., None]  # real positions only: padding rows are arbitrary
+      return jnp.sum(jnp.where(weights, logits * readout, 0.0))
+
+    results[impl] = jax.jit(jax.value_and_grad(loss))(params)
+  # One trace: every layer's self-attention (and T5's cross-attention) went through spy.
+  layers_per_stack = 2
+  expected = {'bert': layers_per_stack, 'gpt': layers_per_stack, 't5': 3 * layers_per_stack}
+  assert len(calls) == expected[family], calls
+  if family == 'bert':
+    assert set(calls) == {('bool', False, False, True)}
+  elif family == 'gpt':
+    assert set(calls) == {('bool', False, True, True)}
+  else:  # encoder: bidirectional + relative bias; decoder: causal + bias; cross: mask only
+    assert set(calls) == {('bool', True, False, True), ('bool', True, True, True),
+                          ('bool', False, False, False)}
+  (loss_e, grads_e), (loss_x, grads_x) = results['einsum'], results['xla']
+  np.testing.assert_allclose(loss_x, loss_e, rtol=1e-5)
+  for path, g_e in jax.tree_util.tree_leaves_with_path(grads_e):
+    g_x = dict(jax.tree_util.tree_leaves_with_path(grads_x))[path]
+    scale = np.abs(np.asarray(g_e)).max() + 1e-12
+    np.testing.assert_allclose(g_x, g_e, atol=2e-5 * scale + 1e-7, err_msg=str(path))
+    if 'relpos' in jax.tree_util.keystr(path):  # the learned bias gets its gradient
+      assert np.abs(np.asarray(g_x)).max() > 1e-6

@@ -7,19 +7,21 @@ attention matches decoder and encoder segment ids.  A packed row therefore never
 attends across documents.  Masked logits get a large finite negative (not -inf), so
 fully masked rows (padding) give finite outputs and gradients.
 
-Each stack turns its mask into an additive float32 bias once (`additive_bias`: 0 where
-allowed, NEG_INF where masked; T5 folds its relative-position bias in too) and passes
-that to every layer in place of the mask: a per-layer select after the scaled matmul
-cost a pass over [B, H, T, S] in every layer, forward and backward, while an added
-bias fuses with the softmax's max / subtract / exp (as HF does).  `Attention` still
-takes a boolean mask too (it converts it itself).
-
 Two kernels behind one call (`dot_product_attention`): the plain einsum path (q scaled
-first, + bias, float32 softmax; also the one with attention-probability dropout, and
-the place to hook prefix key/values) and `jax.nn.dot_product_attention`, whose
-`implementation` follows `model.attention_impl` (auto: cuDNN flash attention on a GPU in
-bf16/fp16 with head_dim % 8 == 0 and <= 128, the einsum path otherwise: the XLA
-implementation of `jax.nn.dot_product_attention` adds [B, H, T, S] transposes).
+first, + bias, float32 softmax; also the one with attention-probability dropout) and
+`jax.nn.dot_product_attention`, whose `implementation` follows `model.attention_impl`
+(auto: cuDNN flash attention on a GPU in bf16/fp16 with head_dim % 8 == 0 and <= 128,
+the einsum path otherwise: the XLA implementation of `jax.nn.dot_product_attention`
+adds [B, H, T, S] transposes).  Each stack builds what its layers get once
+(`stack_mask`):
+  * einsum path: an additive float32 bias (`additive_bias`: 0 where allowed, NEG_INF where
+    masked; T5 folds its relative-position bias in too).  A per-layer select after the
+    scaled matmul cost a pass over [B, H, T, S] in every layer, forward and backward; an
+    added bias fuses with the softmax's max / subtract / exp (as HF does).
+  * fused kernel: the boolean mask itself (segment ids), with `is_causal=True` for causal
+    rows outside decoding (the kernel's own causal mask), and as `bias` only T5's learned
+    relative-position bias.  A float bias carrying the mask would make cuDNN compute a
+    bias gradient in every layer.
 
 Decode mode (a `cache` collection):
   * `DecodeState` lives once per decoder stack: `index` (next slot to write, a scalar),
@@ -96,40 +98,63 @@ def _sum_bias(mask_bias_Bx1xTxS, bias_BxHxTxS):
   return mask_bias_Bx1xTxS + bias_BxHxTxS.astype(jnp.float32)
 
 
-def _fused_implementation(config, q_BxTxHxK) -> str | None:
-  """jax.nn.dot_product_attention's `implementation` for this config, platform and input
-  (None: the einsum path)."""
+def fused_implementation(config, deterministic: bool = True) -> str | None:
+  """jax.nn.dot_product_attention's `implementation` for this config and platform (None:
+  the einsum path).  Attention dropout in training takes the einsum path (the fused
+  kernels have no dropout)."""
+  dropout = not deterministic and config.attention_dropout_rate > 0
+  if config.attention_impl == 'einsum' or dropout:
+    return None
   if config.attention_impl in ('xla', 'cudnn'):
     return config.attention_impl
-  cudnn_ok = (jax.default_backend() == 'gpu' and q_BxTxHxK.dtype in (jnp.bfloat16, jnp.float16)
-              and q_BxTxHxK.shape[-1] % 8 == 0 and q_BxTxHxK.shape[-1] <= 128)
+  cudnn_ok = (jax.default_backend() == 'gpu'
+              and jnp.dtype(config.dtype) in (jnp.bfloat16, jnp.float16)
+              and config.head_dim % 8 == 0 and config.head_dim <= 128)
   return 'cudnn' if cudnn_ok else None
+
+
+def stack_mask(config, allowed_Bx1xTxS: jax.Array, deterministic: bool,
+               bias_BxHxTxS: jax.Array | None = None) -> jax.Array:
+  """What a stack passes its layers as the mask, computed once per stack.
+
+  The fused kernel gets the boolean mask itself (cuDNN then computes no gradient for it;
+  a float bias carrying the mask would get one in every layer); the einsum path gets the
+  additive float32 bias (`additive_bias`, with `bias` folded in when given).
+  """
+  if fused_implementation(config, deterministic) is not None:
+    return allowed_Bx1xTxS
+  return additive_bias(allowed_Bx1xTxS, bias_BxHxTxS)
 
 
 def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
                           bias_BxHxTxS=None, *, scale: float, dropout_rng=None,
-                          deterministic: bool = True) -> jax.Array:
+                          deterministic: bool = True, is_causal: bool = False) -> jax.Array:
   """softmax(scale * q k^T + bias, masked) v, in float32 softmax; returns [B, T, H, K].
 
   `mask_Bx1xTxS` is a boolean mask, or a float additive bias that already carries it
-  (`additive_bias`), to which `bias_BxHxTxS` (if any) is added.  Uses `jax.nn.dot_product_attention`
-  when `_fused_implementation` picks one and attention dropout is off (the fused kernels
-  have no dropout).
+  (`additive_bias`), to which `bias_BxHxTxS` (if any) is added.  `is_causal` (boolean
+  masks only) adds key slot <= query slot, slots counted from 0 on both sides (no cache).
+  Uses `jax.nn.dot_product_attention` when `fused_implementation` picks one.
   """
   rate = config.attention_dropout_rate
   use_dropout = not deterministic and rate > 0.0
   is_mask = mask_Bx1xTxS.dtype == jnp.bool_
-  implementation = (None if config.attention_impl == 'einsum' or use_dropout
-                    else _fused_implementation(config, q_BxTxHxK))
+  implementation = fused_implementation(config, deterministic)
+  if is_causal and not (is_mask and implementation is not None):
+    if not is_mask:
+      raise ValueError('is_causal needs a boolean mask')
+    t, s = q_BxTxHxK.shape[1], k_BxSxHxK.shape[1]
+    mask_Bx1xTxS = mask_Bx1xTxS & jnp.tril(jnp.ones((t, s), bool))
+    is_causal = False
   if implementation is not None:
-    if is_mask:
+    if is_mask:  # the mask stays boolean; only a learned bias (T5's) is a float bias
       mask = mask_Bx1xTxS
       bias = None if bias_BxHxTxS is None else bias_BxHxTxS.astype(q_BxTxHxK.dtype)
     else:
       mask, bias = None, _sum_bias(mask_Bx1xTxS, bias_BxHxTxS).astype(q_BxTxHxK.dtype)
     call = lambda impl: jax.nn.dot_product_attention(
         q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, bias=bias, mask=mask, scale=scale,
-        implementation=impl)
+        is_causal=is_causal, implementation=impl)
     if config.attention_impl == 'auto' and implementation == 'cudnn':
       try:  # cuDNN rejects some shapes at trace time; XLA takes every shape.
         return call('cudnn')
@@ -142,12 +167,14 @@ def dot_product_attention(config, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS,
   # Scale q (B T H K) rather than the logits (B H T S), and add the float32 bias that
   # carries the mask: XLA fuses the add into the softmax's max / subtract / exp.
   q_BxTxHxK = q_BxTxHxK * jnp.asarray(scale, q_BxTxHxK.dtype)
-  logits_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK,
-                              preferred_element_type=jnp.float32) + bias_BxHxTxS
+  # Both matmuls take compute-dtype inputs and accumulate in float32 (layers.matmul).
+  logits_BxHxTxS = layers.matmul('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK, q_BxTxHxK.dtype,
+                                 jnp.float32, name=layers.ATTENTION) + bias_BxHxTxS
   weights_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
   if use_dropout:
     weights_BxHxTxS = layers.dropout(weights_BxHxTxS, dropout_rng, rate)
-  return jnp.einsum('bhts,bshk->bthk', weights_BxHxTxS.astype(v_BxSxHxK.dtype), v_BxSxHxK)
+  return layers.matmul('bhts,bshk->bthk', weights_BxHxTxS, v_BxSxHxK, v_BxSxHxK.dtype,
+                       name=layers.ATTENTION)
 
 
 class Attention(nn.Module):
@@ -165,10 +192,12 @@ class Attention(nn.Module):
   cross: bool = False
   deterministic: bool = True
   decode: bool = False
+  is_causal: bool = False  # the (boolean) mask still lacks key slot <= query slot
 
   @nn.compact
   def __call__(self, x_BxTxD, kv_BxSxD, mask_Bx1xTxS, bias_BxHxTxS=None, cache_index=None):
     c = self.config
+    is_causal = self.is_causal
     proj = lambda role, name: layers.dense(c, (c.num_heads, c.head_dim), ('embed', 'heads', 'kv'),
                                            role, name=name)
     q_BxTxHxK = proj('query', 'query')(x_BxTxD)
@@ -180,6 +209,9 @@ class Attention(nn.Module):
       if self.decode:
         k_BxSxHxK, v_BxSxHxK = self._self_cache(k_BxSxHxK, v_BxSxHxK, cache_index)
     if c.prefix_length and not self.cross:
+      if is_causal:  # before the prefix slots shift the key slots
+        t = x_BxTxD.shape[1]
+        mask_Bx1xTxS, is_causal = mask_Bx1xTxS & jnp.tril(jnp.ones((t, t), bool)), False
       k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS = join_prefix(
           *Prefix(c, name='prefix')(), k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS)
     q_BxTxHxK = nn.with_logical_constraint(q_BxTxHxK, ('batch', 'length', 'heads', 'kv'))
@@ -191,7 +223,7 @@ class Attention(nn.Module):
     out_BxTxHxK = dot_product_attention(
         c, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias_BxHxTxS, scale=scale,
         dropout_rng=self.make_rng('dropout') if needs_rng else None,
-        deterministic=self.deterministic)
+        deterministic=self.deterministic, is_causal=is_causal)
     return layers.dense(c, c.d_model, ('heads', 'kv', 'embed'), 'attention_out', axis=(-2, -1),
                         name='out')(out_BxTxHxK)
 

@@ -53,9 +53,9 @@ class BertEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD, segment_ids_BxL, deterministic: bool):
-    # Once per stack: the additive float32 bias that carries the mask (attention.py).
-    bias_Bx1xLxL = attention.additive_bias(
-        attention.segment_mask(segment_ids_BxL, segment_ids_BxL))
+    # Once per stack: the mask as the attention kernel takes it (attention.stack_mask).
+    bias_Bx1xLxL = attention.stack_mask(
+        self.config, attention.segment_mask(segment_ids_BxL, segment_ids_BxL), deterministic)
     return stack.apply_layers(BertLayer, self.config, self.config.num_layers, x_BxLxD,
                               bias_Bx1xLxL, deterministic=deterministic)
 

@@ -29,12 +29,14 @@ class GptLayer(nn.Module):
   config: Any
   deterministic: bool = True
   decode: bool = False
+  is_causal: bool = False  # the mask is the segment mask alone (GptDecoder)
 
   @nn.compact
   def __call__(self, x_BxTxD, mask_Bx1xTxL, cache_index):
     c, det = self.config, self.deterministic
     h_BxTxD = layers.norm(c, 'attention_norm')(x_BxTxD)
-    h_BxTxD = attention.Attention(c, deterministic=det, decode=self.decode, name='attention')(
+    h_BxTxD = attention.Attention(c, deterministic=det, decode=self.decode,
+                                  is_causal=self.is_causal, name='attention')(
         h_BxTxD, h_BxTxD, mask_Bx1xTxL, None, cache_index)
     x_BxTxD = x_BxTxD + layers.adapter(c, 'attention_adapter')(
         layers.Dropout(c.dropout_rate)(h_BxTxD, deterministic=det))
@@ -63,11 +65,18 @@ class GptDecoder(nn.Module):
       index, k_segs_BxL, k_prefix_BxL = None, segment_ids_BxT, prefix_mask_BxT
       q_slots_BxT = k_slots_BxL = jnp.broadcast_to(jnp.arange(t), segment_ids_BxT.shape)
     q_prefix_BxT = None if prefix_mask_BxT is None else prefix_mask_BxT.astype(bool)
-    # Once per stack: the additive float32 bias that carries the mask (attention.py).
-    bias_Bx1xTxL = attention.additive_bias(attention.decoder_mask(
-        segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL, q_prefix_BxT, k_prefix_BxL))
-    x_BxTxD = stack.apply_layers(GptLayer, c, c.num_layers, x_BxTxD, bias_Bx1xTxL, index,
-                                 deterministic=deterministic, decode=decode)
+    # Once per stack: the mask as the attention kernel takes it (attention.stack_mask).  The
+    # fused kernel applies causality itself where rows are plainly causal (no cache, no prefix).
+    is_causal = (attention.fused_implementation(c, deterministic) is not None and not decode
+                 and prefix_mask_BxT is None)
+    if is_causal:
+      allowed_Bx1xTxL = attention.segment_mask(segment_ids_BxT, segment_ids_BxT)
+    else:
+      allowed_Bx1xTxL = attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT,
+                                               k_slots_BxL, q_prefix_BxT, k_prefix_BxL)
+    mask_Bx1xTxL = attention.stack_mask(c, allowed_Bx1xTxL, deterministic)
+    x_BxTxD = stack.apply_layers(GptLayer, c, c.num_layers, x_BxTxD, mask_Bx1xTxL, index,
+                                 deterministic=deterministic, decode=decode, is_causal=is_causal)
     return layers.norm(c, 'final_norm')(x_BxTxD)
 
 

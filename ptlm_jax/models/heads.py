@@ -49,7 +49,7 @@ def last_token_index(segment_ids_BxL: jax.Array) -> jax.Array:
 
 def mean_pool(h_BxLxD: jax.Array, segment_ids_BxL: jax.Array) -> jax.Array:
   weights_BxL = (segment_ids_BxL != 0).astype(h_BxLxD.dtype)
-  total_BxD = jnp.einsum('bld,bl->bd', h_BxLxD, weights_BxL)
+  total_BxD = layers.matmul('bld,bl->bd', h_BxLxD, weights_BxL, h_BxLxD.dtype)
   return total_BxD / jnp.maximum(weights_BxL.sum(axis=1, keepdims=True), 1.0)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 ACTIVATIONS = {
     'gelu': functools.partial(jax.nn.gelu, approximate=False),  # BERT: exact erf GELU
@@ -63,12 +64,92 @@ def init_std(config, role: str) -> float:
   }[role]
 
 
+# Names of the matmul outputs for remat policies (`stack.REMAT_POLICIES`): in bfloat16 the
+# matmuls are custom_vjp calls, which `checkpoint_dots` cannot see.
+PROJECTION = 'projection'   # activations x weights: no batch dimension in the contraction
+ATTENTION = 'attention'     # q k^T and weights v: batched over rows and heads
+
+
+# Backends whose bf16 x bf16 -> f32 dots are computed as f32 x f32 dots of the same (exactly
+# representable) values.  XLA:CPU (jax 0.10) runs that dot only inside its YNNPACK fusions;
+# one it leaves outside (a decode step's attention, some weight gradients) fails at run
+# time: "Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32".
+F32_OPERAND_BACKENDS = ('cpu',)
+
+
+def einsum_f32(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """jnp.einsum of a and b (one dtype) accumulated and returned in float32; no custom vjp.
+
+  bf16 operands stay bf16 (bf16 x bf16 -> f32), except on F32_OPERAND_BACKENDS, where they
+  are upcast first: every product of two bf16 values is exact in f32, so the result is
+  the same, only the kernel differs.
+  """
+  if a.dtype != jnp.float32 and jax.default_backend() in F32_OPERAND_BACKENDS:
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def _einsum_f32_accumulate(spec: str, a, b, out_dtype):
+  return einsum_f32(spec, a, b).astype(out_dtype)
+
+
+def _einsum_fwd(spec, a, b, out_dtype):
+  return _einsum_f32_accumulate(spec, a, b, out_dtype), (a, b)
+
+
+def _einsum_bwd(spec, out_dtype, residuals, g):
+  # For 'A,B->O': dA = einsum('O,B->A', g, b), dB = einsum('O,A->B', g, a) (every index of
+  # A is in O or B, checked in `matmul`).  g goes to the inputs' dtype first, so the
+  # backward matmuls are bf16 x bf16 -> f32 too (autodiff would multiply the float32
+  # cotangent with an upcast copy of the other operand: float32 matmuls).
+  del out_dtype
+  a, b = residuals
+  inputs, out = spec.split('->')
+  sa, sb = inputs.split(',')
+  g = g.astype(a.dtype)
+  da = einsum_f32(f'{out},{sb}->{sa}', g, b)
+  db = einsum_f32(f'{out},{sa}->{sb}', g, a)
+  return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_einsum_f32_accumulate.defvjp(_einsum_fwd, _einsum_bwd)
+
+
+def matmul(spec: str, a: jax.Array, b: jax.Array, compute_dtype, out_dtype=None, *,
+           name: str = PROJECTION) -> jax.Array:
+  """`jnp.einsum(spec, a, b)` on `compute_dtype` inputs, accumulated in float32, forward and
+  backward, returned as `out_dtype` (default: the compute dtype).
+
+  Every matmul of the models goes through here.  In bfloat16 a plain einsum (or flax's
+  `Dense(dtype=bfloat16)`) is a bf16 x bf16 -> bf16 dot: rounded partial sums, and on
+  XLA:CPU a slow path.  GPUs and TPUs accumulate bf16 in float32 natively.  The bf16
+  backward is written out (`_einsum_bwd`) so that its matmuls take bf16 inputs too.  On
+  F32_OPERAND_BACKENDS (CPU) the bf16 values are multiplied as float32 (`einsum_f32`):
+  the same numbers, a float32 kernel.  float32 compute is a plain einsum.
+  """
+  compute_dtype = jnp.dtype(compute_dtype)
+  out_dtype = compute_dtype if out_dtype is None else jnp.dtype(out_dtype)
+  a, b = a.astype(compute_dtype), b.astype(compute_dtype)
+  inputs, out = spec.split('->')
+  sa, sb = inputs.split(',')
+  if not (set(sa) <= set(out) | set(sb) and set(sb) <= set(out) | set(sa)):
+    raise ValueError(f'matmul {spec!r}: an index summed within one operand')
+  if compute_dtype == jnp.float32 or jax.default_backend() in F32_OPERAND_BACKENDS:
+    # Autodiff's backward of this einsum is float32 matmuls already.
+    y = einsum_f32(spec, a, b).astype(out_dtype)
+  else:
+    y = _einsum_f32_accumulate(spec, a, b, out_dtype)
+  return checkpoint_name(y, name)
+
+
 class DenseGeneral(nn.Module):
   """y = x · kernel (+ bias), contracting `axis` of x with the leading kernel axes.
 
   Like `nn.DenseGeneral`, but the kernel is created in its full shape (e.g. D x H x K):
   flax's version initialises a flattened 2-D kernel and reshapes it, which applies the
-  3-axis logical sharding constraint to a 2-D array and fails under a device mesh.
+  3-axis logical sharding constraint to a 2-D array and fails under a device mesh.  The
+  product is `matmul` (compute dtype inputs, float32 accumulation).
   """
   features: tuple[int, ...]
   axis: tuple[int, ...]
@@ -81,12 +162,15 @@ class DenseGeneral(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    axis = tuple(a % x.ndim for a in self.axis)
+    axis = tuple(sorted(a % x.ndim for a in self.axis))
     kernel = self.param('kernel', self.kernel_init,
                         tuple(x.shape[a] for a in axis) + self.features, self.param_dtype)
-    dims = ((axis, tuple(range(len(axis)))), ((), ()))
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), dims,
-                            preferred_element_type=jnp.float32 if self.float32_out else None)
+    if axis != tuple(range(x.ndim - len(axis), x.ndim)):
+      raise ValueError(f'DenseGeneral contracts trailing axes only, got {self.axis}')
+    n_batch, n_in, n_out = x.ndim - len(axis), len(axis), len(self.features)
+    batch, contract, out = 'abcdefgh'[:n_batch], 'ijkl'[:n_in], 'mnop'[:n_out]
+    y = matmul(f'{batch}{contract},{contract}{out}->{batch}{out}', x, kernel, self.dtype,
+               jnp.float32 if self.float32_out else self.dtype)
     if self.use_bias:
       bias = self.param('bias', self.bias_init, self.features, self.param_dtype)
       y = y + bias.astype(y.dtype)
@@ -122,8 +206,7 @@ def embedding(config, num: int, names: tuple[str, ...], role: str = 'embed',
 
 def attend(x_BxLxD: jax.Array, table_VxD: jax.Array) -> jax.Array:
   """Tied output projection: logits against an embedding table, accumulated in float32."""
-  return jnp.einsum('bld,vd->blv', x_BxLxD, table_VxD.astype(x_BxLxD.dtype),
-                    preferred_element_type=jnp.float32)
+  return matmul('bld,vd->blv', x_BxLxD, table_VxD, x_BxLxD.dtype, jnp.float32)
 
 
 def _norm_stats(x_BxLxD, epsilon: float):

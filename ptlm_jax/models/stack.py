@@ -27,14 +27,16 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from ptlm_jax.models import layers
+
 # What the backward may read instead of recomputing.  'dots' keeps the projections'
-# outputs (matmuls without batch dimensions: x . W) but not the attention scores and
-# their product with the values (batched over rows and heads), the [B, H, T, S] arrays
-# that grow with the square of the length (MaxText's `dots_with_no_batch_dims_saveable`;
-# jax's `checkpoint_dots` kept them too).
+# outputs (x . W, matmuls without batch dimensions) but not the attention scores and their
+# product with the values (batched over rows and heads), the [B, H, T, S] arrays that grow
+# with the square of the length (MaxText's `dots_with_no_batch_dims_saveable`).  By name:
+# the models' matmuls are custom_vjp calls (layers.matmul), whose dots no dot policy sees.
 REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,  # recompute everything
-    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep x . W outputs
+    'dots': jax.checkpoint_policies.save_only_these_names(layers.PROJECTION),
 }
 _LAYER_KEY = re.compile(r'^layers_(\d+)$')
 

@@ -40,17 +40,18 @@ class T5Layer(nn.Module):
   deterministic: bool = True
   decode: bool = False
   is_decoder: bool = False
+  is_causal: bool = False  # the self-attention mask is the segment mask alone (T5Decoder)
 
   @nn.compact
   def __call__(self, x_BxTxD, mask_bias_BxHxTxT, bias_BxHxTxT, cache_index, encoded_BxSxD,
                cross_mask_bias_Bx1xTxS):
-    # mask_bias: attention.additive_bias (the mask, with or without the relative bias);
-    # bias: more to add to it, or None.
+    # mask_bias: attention.stack_mask (a boolean mask for the fused kernel, else the
+    # additive bias); bias: the relative-position bias to add, or None.
     c, det = self.config, self.deterministic
     drop = lambda h: layers.Dropout(c.dropout_rate)(h, deterministic=det)
     h_BxTxD = layers.norm(c, 'attention_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + layers.adapter(c, 'attention_adapter')(drop(attention.Attention(
-        c, deterministic=det, decode=self.decode, name='attention')(
+        c, deterministic=det, decode=self.decode, is_causal=self.is_causal, name='attention')(
             h_BxTxD, h_BxTxD, mask_bias_BxHxTxT, bias_BxHxTxT, cache_index)))
     if self.is_decoder:
       h_BxTxD = layers.norm(c, 'cross_attention_norm')(x_BxTxD)
@@ -84,8 +85,8 @@ class T5Encoder(nn.Module):
   def __call__(self, x_BxSxD, segment_ids_BxS, positions_BxS, deterministic: bool):
     c = self.config
     del positions_BxS  # see slot_relative_bias
-    mask_bias_Bx1xSxS = attention.additive_bias(
-        attention.segment_mask(segment_ids_BxS, segment_ids_BxS))
+    mask_bias_Bx1xSxS = attention.stack_mask(
+        c, attention.segment_mask(segment_ids_BxS, segment_ids_BxS), deterministic)
     bias_1xHxSxS = slot_relative_bias(c, True, segment_ids_BxS.shape[1],
                                       segment_ids_BxS.shape[1])
     x_BxSxD = layers.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
@@ -112,19 +113,26 @@ class T5Decoder(nn.Module):
     else:
       index, k_segs_BxL, k_pos_BxL = None, segment_ids_BxT, positions_BxT
       q_slots_BxT = k_slots_BxL = jnp.broadcast_to(jnp.arange(t), segment_ids_BxT.shape)
-    mask_bias_Bx1xTxL = attention.additive_bias(
-        attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT, k_slots_BxL))
+    # The fused kernel applies causality itself outside decoding (attention.stack_mask).
+    is_causal = attention.fused_implementation(c, deterministic) is not None and not decode
+    if is_causal:
+      allowed_Bx1xTxL = attention.segment_mask(segment_ids_BxT, segment_ids_BxT)
+    else:
+      allowed_Bx1xTxL = attention.decoder_mask(segment_ids_BxT, k_segs_BxL, q_slots_BxT,
+                                               k_slots_BxL)
+    mask_bias_Bx1xTxL = attention.stack_mask(c, allowed_Bx1xTxL, deterministic)
     if decode:  # cached slots of several documents: distances from the stored positions
       bias_BxHxTxL = layers.RelativePositionBias(c, bidirectional=False, name='relpos')(
           positions_BxT, k_pos_BxL)
     else:
       bias_BxHxTxL = slot_relative_bias(c, False, t, t)
-    cross_bias_Bx1xTxS = attention.additive_bias(
-        attention.segment_mask(segment_ids_BxT, encoder_segment_ids_BxS))
+    cross_bias_Bx1xTxS = attention.stack_mask(
+        c, attention.segment_mask(segment_ids_BxT, encoder_segment_ids_BxS), deterministic)
     y_BxTxD = layers.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
     y_BxTxD = stack.apply_layers(T5Layer, c, c.num_decoder_layers, y_BxTxD, mask_bias_Bx1xTxL,
                                  bias_BxHxTxL, index, encoded_BxSxD, cross_bias_Bx1xTxS,
-                                 deterministic=deterministic, decode=decode, is_decoder=True)
+                                 deterministic=deterministic, decode=decode, is_decoder=True,
+                                 is_causal=is_causal)
     y_BxTxD = layers.norm(c, 'final_norm')(y_BxTxD)
     return layers.Dropout(c.dropout_rate)(y_BxTxD, deterministic=deterministic)
 

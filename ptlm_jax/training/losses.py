@@ -29,10 +29,14 @@ N chunks.
 from __future__ import annotations
 
 import functools
+import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ptlm_jax.models import layers
 
 
 def weighted_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
@@ -111,13 +115,29 @@ def chunk_positions(batch: int, length: int, chunk_tokens: int) -> int:
   return max(fits, default=1)
 
 
+def batch_shards() -> int:
+  """Into how many parts the device mesh in scope splits the logical 'batch' axis.
+
+  Under jit with a mesh (`jax.set_mesh` and flax's logical axis rules, as the train step
+  runs in `parallel.mode=mesh`) the loss sees the global batch but each device holds
+  batch / shards rows; under pmap or without a mesh the batch seen is the device's (1).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is None or mesh.empty:
+    return 1
+  axes = nn.logical_to_mesh_axes(('batch',))[0]
+  if axes is None:
+    return 1
+  axes = (axes,) if isinstance(axes, str) else tuple(axes)
+  return math.prod(mesh.shape[a] for a in axes if a in mesh.shape)
+
+
 def _chunk_sums(h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, label_smoothing,
                 with_grads: bool):
   """The loss sums of one chunk and, with_grads, d(loss sum) / d(h, table.T, bias)."""
   vocab = table_VxD.shape[0]
   table_VxD = table_VxD.astype(h_BxCxD.dtype)
-  logits_BxCxV = jnp.einsum('bcd,vd->bcv', h_BxCxD, table_VxD,
-                            preferred_element_type=jnp.float32)
+  logits_BxCxV = layers.einsum_f32('bcd,vd->bcv', h_BxCxD, table_VxD)
   if bias_V is not None:
     logits_BxCxV = logits_BxCxV + bias_V.astype(jnp.float32)
   targets_BxC = targets_BxC.astype(jnp.int32)
@@ -153,14 +173,14 @@ def _chunk_sums(h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, la
   q_BxCxV = jnp.where(ids_V == targets_BxC[..., None], on, 0.0) + off
   g_BxCxV = exp_BxCxV * scale_BxCx1 - weights_BxC[..., None] * q_BxCxV
   dbias_V = None if bias_V is None else jnp.sum(g_BxCxV, axis=(0, 1))
-  # The two gradient matmuls run in the model's compute dtype and return it, as autodiff
-  # of the model's own projection does (XLA:CPU has no bf16 x bf16 -> f32 kernel for
-  # every shape); the chunks' table gradients add up in float32.
+  # The two gradient matmuls take the model's compute dtype and accumulate in float32, as
+  # the models' own matmuls (models/layers.matmul); dh returns in the compute dtype, the
+  # chunks' table gradients add up in float32.
   g_BxCxV = g_BxCxV.astype(h_BxCxD.dtype)
-  dh_BxCxD = jnp.einsum('bcv,vd->bcd', g_BxCxV, table_VxD)
+  dh_BxCxD = layers.einsum_f32('bcv,vd->bcd', g_BxCxV, table_VxD).astype(h_BxCxD.dtype)
   # table.T's gradient, D x V: h.T @ g reads g in its own row-major order (g.T @ h made
   # XLA:CPU transpose the whole [B*C, V] block first).
-  dtable_DxV = jnp.einsum('bcd,bcv->dv', h_BxCxD, g_BxCxV).astype(jnp.float32)
+  dtable_DxV = layers.einsum_f32('bcd,bcv->dv', h_BxCxD, g_BxCxV)
   return sums, (dh_BxCxD, dtable_DxV, dbias_V)
 
 
@@ -168,7 +188,10 @@ def _chunked(h_BxTxD, table_VxD, bias_V, targets_BxT, weights_BxT, z_loss, label
              chunk_tokens, with_grads):
   """Sums (and gradients) over every chunk of C target positions, all rows at once."""
   b, t, d = h_BxTxD.shape
-  c = chunk_positions(b, t, chunk_tokens)
+  # Sized by the rows one device holds: from the global batch, GPT-2's 512 x 1024 recipe
+  # on 8 devices would give 2-position chunks (a 512-trip loop) instead of 16.
+  shards = batch_shards()
+  c = chunk_positions(-(-b // shards), t, chunk_tokens)
   run = lambda h_BxCxD, targets_BxC, weights_BxC: _chunk_sums(
       h_BxCxD, table_VxD, bias_V, targets_BxC, weights_BxC, z_loss, label_smoothing, with_grads)
   if c == t:
@@ -233,7 +256,8 @@ def projected_cross_entropy(h_BxTxD: jax.Array, table_VxD: jax.Array, bias_V: ja
   """`weighted_cross_entropy(h @ table.T + bias, targets, weights, ...)`, the same sums.
 
   The vocabulary projection and the loss run together, C target positions (all B rows)
-  at a time, C the largest divisor of T with B * C <= `chunk_tokens`: the float32
+  at a time, C the largest divisor of T with B * C <= `chunk_tokens` (B the rows one
+  device holds, `batch_shards`): the float32
   [B, C, V] logits of one chunk stay in cache and the [B, T, V] logits never exist.
   Under `jax.grad` the same pass also computes d(loss)/d(h, table, bias) (softmax - q
   from the chunk's logits, then the two matmuls), so nothing is recomputed and no
