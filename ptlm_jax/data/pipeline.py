@@ -103,7 +103,7 @@ def tokenized_split(config, tokenizer, split: str,
     def flush():
       for ids in tokenizer.encode_batch(batch):
         if ids:  # an empty document would be a lone EOS
-          raw.write(np.asarray(ids + [vocab.EOS_ID], '<i4').tobytes())
+          raw.write(np.asarray(ids + [tokenizer.vocab_info.eos_id], '<i4').tobytes())
           lengths.append(len(ids) + 1)
       batch.clear()
 
