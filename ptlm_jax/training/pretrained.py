@@ -345,4 +345,32 @@ def export(input_path: str, output_path: str, fmt: str = 'model', step: int | No
   else:
     raise errors.UserError(f'--format={fmt!r}: expected model or hf')
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  return f'wrote {fmt} dir {output_path}: {model_config.family}, {count:,} params'
+  copied = _copy_tokenizer(input_path, output_path, fmt)
+  return (f'wrote {fmt} dir {output_path}: {model_config.family}, {count:,} params'
+          + (f'; tokenizer {", ".join(copied)}' if copied else ''))
+
+
+_HF_TOKENIZER_FILES = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'merges.txt', 'spiece.model',
+                       'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json')
+
+
+def _copy_tokenizer(input_path: str, output_path: str, fmt: str) -> list[str]:
+  """The run's tokenizer beside the exported weights, so the dir is whole for transformers
+  (`AutoTokenizer.from_pretrained`) and for generation here."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  if not checkpoint.is_workdir(input_path):
+    return []
+  path = checkpoint.run_config(input_path).data.tokenizer_path
+  if not path or not os.path.exists(path):
+    return []
+  if not tokenizer_lib.is_hf(path):  # this project's SentencePiece model: read here only
+    if fmt != 'model':
+      return []
+    shutil.copyfile(path, os.path.join(output_path, 'tokenizer.model'))
+    return ['tokenizer.model']
+  directory = path if os.path.isdir(path) else os.path.dirname(path)
+  copied = [name for name in _HF_TOKENIZER_FILES if os.path.exists(os.path.join(directory, name))]
+  for name in copied:
+    shutil.copyfile(os.path.join(directory, name), os.path.join(output_path, name))
+  return copied
