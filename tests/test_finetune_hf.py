@@ -210,8 +210,8 @@ def _fine_tune(family, config_arg, hf_dir, tmp_path, *extra):
               f"--config.task.train_file={files['train']}",
               f"--config.task.validation_file={files['dev']}",
               '--config.task.label_names=negative,positive', '--config.data.seq_len=32',
-              '--config.train.batch_size=16', '--config.optim.lr=1e-3',
-              '--config.train.steps=60', '--config.train.eval_every=60',
+              '--config.train.batch_size=16', '--config.optim.lr=2e-3',
+              '--config.train.steps=150', '--config.train.eval_every=150',
               '--config.parallel.num_devices=1', *extra, tmp_path=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'data.tokenizer_path={hf_dir}/tokenizer.json from init.source' in proc.stdout
@@ -224,7 +224,8 @@ def _fine_tune(family, config_arg, hf_dir, tmp_path, *extra):
 
 def test_cli_fine_tunes_an_hf_bert_and_transformers_reads_the_export(hf_dirs, tmp_path):
   workdir, losses, last = _fine_tune('bert', 'bert', hf_dirs['bert'], tmp_path)
-  assert losses[-1] < losses[0] and last['eval/task_accuracy'] > 0.6  # balanced: 0.5 by chance
+  # A random tiny model learns the keyword task (balanced: 0.5 by chance; 1.0 when tuned).
+  assert losses[-1] < 0.5 * losses[0] and last['eval/task_accuracy'] > 0.75
   out = tmp_path / 'exported'
   proc = _cli('ptlm_jax.main.hf', f'--input={workdir}', f'--output={out}', '--format=hf',
               tmp_path=tmp_path)
@@ -243,8 +244,12 @@ def test_cli_fine_tunes_an_hf_bert_and_transformers_reads_the_export(hf_dirs, tm
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize('family, arg', [('gpt2', 'gpt'), ('t5', 't5')])
-def test_cli_fine_tunes_an_hf_gpt2_and_t5(hf_dirs, tmp_path, family, arg):
-  _, losses, last = _fine_tune(family, arg, hf_dirs[family], tmp_path)
-  assert np.isfinite(losses).all() and min(losses[-3:]) < losses[0]
-  assert 0.0 <= last['eval/task_accuracy'] <= 1.0
+def test_cli_fine_tunes_an_hf_gpt2_classifier(hf_dirs, tmp_path):
+  _, losses, last = _fine_tune('gpt2', 'gpt', hf_dirs['gpt2'], tmp_path)
+  assert losses[-1] < 0.8 * losses[0] and last['eval/task_accuracy'] > 0.7
+
+
+def test_cli_fine_tunes_an_hf_t5_text_to_text(hf_dirs, tmp_path):
+  # T5 learns the label words' pieces; its rank classification needs more than 150 steps.
+  _, losses, last = _fine_tune('t5', 't5', hf_dirs['t5'], tmp_path)
+  assert losses[-1] < 0.3 * losses[0] and 0.0 <= last['eval/task_accuracy'] <= 1.0
