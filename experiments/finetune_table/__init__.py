@@ -27,5 +27,5 @@ comparison's tasks, with the comparison's statistics (experiments/stats.py): the
 the seeds with its 95% paired-bootstrap interval, and each method's difference to full
 fine-tuning with its p (grid.format_table).
 The table is rewritten after every run; reruns skip finished runs (`table_cell.json`),
-and `--collect_only` only builds the table from the runs already finished.  Total CPU time for everything: see the README.
+and `--collect_only` only builds the table from the runs already finished.  Total CPU time for everything: see docs/finetuning-and-peft.md.
 """
