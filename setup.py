@@ -3,8 +3,7 @@
 Install for a CPU:      pip install -e .
                 TPU:    pip install -e ".[tpu]"
                 GPU:    pip install -e ".[cuda]"
-                tests:  pip install -e ".[test]"
-                HF BERT/GPT-2 tokenizers: pip install -e ".[hf]"
+                tests:  pip install -e ".[test]"   (with transformers and a CPU torch)
 `./launch.sh` does this inside .venv, with the versions tested here (constraints.txt).
 """
 from setuptools import find_packages, setup
@@ -30,6 +29,9 @@ setup(
         'absl-py>=2.0',
         'sentencepiece>=0.2',
         'safetensors>=0.4',             # HF checkpoints without torch or pickle
+        'tokenizers>=0.20',             # an HF checkpoint's own tokenizer (BERT WordPiece,
+                                        # GPT-2 BPE, tokenizer.json): init.source=<HF dir>
+                                        # needs it in every tokenising path, so it is core
         'numpy>=1.26',
         'matplotlib>=3.8',              # experiment plots
         'scipy>=1.11',                  # the comparison's bag-of-words baseline (jax needs it too)
@@ -39,8 +41,11 @@ setup(
     extras_require={
         'test': ['pytest>=8',
                  'seqeval>=1.2',    # reference for the entity-F1 test (not needed at run time)
-                 'tokenizers>=0.20'],
-        'hf': ['tokenizers>=0.20'],  # HF BERT (WordPiece) / GPT-2 (BPE) tokenizers for HF dirs
+                 # references for the HF tests: transformers' tokenizers and models (PyTorch);
+                 # 4.57 keeps T5 v1.1's untied lm_head; torch 2.13.0 installs a CPU build
+                 'transformers>=4.57,<5',
+                 'torch>=2.5'],
+        'hf': [],  # kept for old install commands: tokenizers is now a core dependency
         'tpu': ['jax[tpu]>=0.9'],
         'cuda': ['jax[cuda12]>=0.9'],
     },

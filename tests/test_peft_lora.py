@@ -112,3 +112,40 @@ def test_scanned_factors_merge_layer_by_layer_and_unmerge_restores():
   for path, value in peft.flatten(unrolled).items():
     assert not np.array_equal(peft.flatten(merged)[path], value)
     np.testing.assert_allclose(peft.flatten(restored)[path], value, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('family, scan', [('bert', False), ('gpt', True), ('t5', False),
+                                          ('t5', True)])
+def test_run_time_branch_equals_the_merged_kernels_in_outputs_and_gradients(family, scan):
+  """LoraModel computes x W + s (x a) b without merging; the merged model is the reference."""
+  model_config = models_testing.tiny_config(family, num_layers=2, num_decoder_layers=2,
+                                            scan_layers=scan)
+  params = models_testing.family_params(family)
+  params = stack.stack_layers(params) if scan else params
+  base_model = models.build_model(model_config)
+  f = _peft()
+  model = lora_lib.LoraModel(base_model, f)
+  inputs = models.dummy_inputs(model_config, 2, 8)
+  inputs = jax.tree.map(lambda x: (x * jnp.arange(3, 3 + x.shape[1])) % 100, inputs)
+  lora = nn.unbox(lora_lib.init_factors(models.abstract_params(model_config), f, jax.random.key(0)))
+  keys = iter(jax.random.split(jax.random.key(1), 100))
+  lora = jax.tree.map(lambda x: 0.2 * jax.random.normal(next(keys), x.shape), lora)
+  weights = jax.random.normal(jax.random.key(2), (2, 8, model_config.vocab_size))
+
+  def run_time(p, l):
+    return (model.apply({'params': {**p, 'lora': l}}, **inputs) * weights).sum()
+
+  def merged(p, l):
+    return (base_model.apply({'params': lora_lib.merged({**p, 'lora': l}, f)}, **inputs)
+            * weights).sum()
+
+  (got, got_grads), (want, want_grads) = jax.jit(lambda p, l: (
+      jax.value_and_grad(run_time, argnums=(0, 1))(p, l),
+      jax.value_and_grad(merged, argnums=(0, 1))(p, l)))(params, lora)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Gradients of the factors and of the (frozen in training) base kernels alike.
+  for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+    scale = float(jnp.max(jnp.abs(w))) + 1e-6
+    np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(w) / scale, atol=2e-5)
+  b_grads = [np.abs(g).max() for p, g in peft.flatten(got_grads[1]).items() if p.endswith('/b')]
+  assert len(b_grads) >= 6 and max(b_grads) > 1e-3  # the factors do get gradients

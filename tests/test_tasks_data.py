@@ -14,6 +14,8 @@ CLS, SEP, EOS = vocab.CLS_ID, vocab.SEP_ID, vocab.EOS_ID
 class FakeTokenizer:
   """Each word -> one piece per 3 characters, ids handed out in order of first use."""
 
+  vocab_info = vocab.VocabInfo(1000)  # the project's special ids
+
   def __init__(self):
     self.ids = {}
 
@@ -25,6 +27,8 @@ class FakeTokenizer:
 
   def encode_batch(self, texts):
     return [self.encode(t) for t in texts]
+
+  encode_words = encode_batch
 
 
 def _config(family, name, length, **task):

@@ -27,7 +27,7 @@ import threading
 
 import numpy as np
 
-from ptlm_jax.data import downloads, vocab
+from ptlm_jax.data import downloads
 
 READ_AHEAD_THREADS = 2
 
@@ -87,7 +87,7 @@ class TokenChunks:
     docs = []
     for ids in self.tokenizer.encode_batch(self.source.read(chunk)):
       if ids:  # an empty document would be a lone EOS
-        docs.append(np.asarray(ids + [vocab.EOS_ID], np.int32))
+        docs.append(np.asarray(ids + [self.tokenizer.vocab_info.eos_id], np.int32))
     if self.folder is not None:
       self.folder.mkdir(parents=True, exist_ok=True)
       tmp = os.path.join(self.folder, f'.{chunk}.{os.getpid()}.{threading.get_ident()}')

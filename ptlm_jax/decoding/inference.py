@@ -177,11 +177,8 @@ def _file_codec(path: str, family: str, hf_config: dict) -> Codec:
   """A codec for a tokenizer file of any supported kind."""
   name = os.path.basename(path)
   if name.endswith('.model'):
-    try:
+    if not tokenizer_lib.is_hf(path):
       return _project_codec(tokenizer_lib.load(path), family)
-    except UserError as e:
-      if 'reserved pieces' not in str(e):
-        raise
     t5 = _SentencePieceT5(path)  # an HF T5 vocabulary (its own special ids)
     ids = dict(dict(eos_id=1, pad_id=0, decoder_start_id=0), **_ids_from_hf_config(hf_config, family))
     return Codec(t5.encode, t5.decode, t5.token, **ids, path=path, size=t5.size + 100)

@@ -129,7 +129,7 @@ def _fields(config) -> list[str]:
 def encode_classification(config, tokenizer, examples: list[dict]) -> TaskData:
   fields, length, family = _fields(config), config.data.seq_len, config.model.family
   columns = [tokenizer.encode_batch([ex[f] for ex in examples]) for f in fields]
-  rows = [layout(family, c[0], c[1] if len(c) > 1 else None, length)
+  rows = [layout(family, c[0], c[1] if len(c) > 1 else None, length, tokenizer.vocab_info)
           for c in zip(*columns)]
   features = row_features([r[0] for r in rows], [r[1] for r in rows], length)
   features['label'] = np.array([[ex[config.task.target_field]] for ex in examples], np.int32)
@@ -139,7 +139,8 @@ def encode_classification(config, tokenizer, examples: list[dict]) -> TaskData:
 def encode_ner(config, tokenizer, examples: list[dict]) -> TaskData:
   """Token classification: the tag on each word's first sub-word (mask 1), others mask 0."""
   length, family, field = config.data.seq_len, config.model.family, config.task.target_field
-  start, end = ([vocab.CLS_ID], [vocab.SEP_ID]) if families.get(family).bidirectional else ([], [vocab.EOS_ID])
+  info = tokenizer.vocab_info
+  start, end = ([info.cls_id], [info.sep_id]) if families.get(family).bidirectional else ([], [info.eos_id])
   cache: dict[str, list[int]] = {}
   n = len(examples)
   tags, mask = np.zeros((n, length), np.int32), np.zeros((n, length), np.int32)
@@ -187,18 +188,19 @@ def encode_text(config, tokenizer, examples: list[dict], targets: list[str] | No
   starts (generation continues from there).
   """
   length, t_len = config.data.seq_len, config.task.target_length
+  eos = tokenizer.vocab_info.eos_id
   sources_ = tokenizer.encode_batch([text_input(config, ex) for ex in examples])
   targets = targets if targets is not None else [target_text(config, ex) for ex in examples]
-  target_ids = [ids[:t_len - 1] + [vocab.EOS_ID] for ids in tokenizer.encode_batch(targets)]
+  target_ids = [ids[:t_len - 1] + [eos] for ids in tokenizer.encode_batch(targets)]
   if families.get(config.model.family).encoder_decoder:
-    rows = [ids[:length - 1] + [vocab.EOS_ID] for ids in sources_]
+    rows = [ids[:length - 1] + [eos] for ids in sources_]
     features = row_features(rows, [[0] * len(r) for r in rows], length)
     features['targets'] = pad_rows(target_ids, t_len)
     features['target_segment_ids'] = row_features(target_ids, target_ids, t_len)['segment_ids']
     return TaskData(features, examples, {'references': targets})
   bridge = tokenizer.encode(config.task.target_prompt) if config.task.target_prompt else []
   # An empty prompt would leave nothing to predict the first target token from.
-  prompts = [(ids[:length - t_len - len(bridge)] + bridge) or [vocab.EOS_ID] for ids in sources_]
+  prompts = [(ids[:length - t_len - len(bridge)] + bridge) or [eos] for ids in sources_]
   rows = [p + t for p, t in zip(prompts, target_ids)]
   features = row_features(rows, [[0] * len(r) for r in rows], length)
   loss_mask = np.zeros((len(rows), length), np.int32)

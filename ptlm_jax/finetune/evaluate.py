@@ -30,6 +30,7 @@ Legend: B batch, L row length, T target length, C classes, G generated tokens.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -37,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptlm_jax import config_lib, errors, families
-from ptlm_jax.data import vocab
 from ptlm_jax.finetune import data as tasks, metrics as task_metrics, qa as task_qa
 
 
@@ -59,21 +59,23 @@ def _outputs(predict, params, features, batch_size: int, rows: int):
   return jax.tree.map(lambda *xs: np.concatenate(xs)[:rows], *chunks)
 
 
-def library_generate(model, params, prompt_BxL, lengths_B, max_new_tokens: int) -> np.ndarray:
+def library_generate(model, params, prompt_BxL, lengths_B, max_new_tokens: int, *,
+                     eos_id: int = 1, pad_id: int = 0) -> np.ndarray:
   """Greedy decoding through ptlm_jax.generate (the text generation stage)."""
   try:
     from ptlm_jax.decoding import generate  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise errors.UserError('summarization / translation metrics need ptlm_jax.generate (text '
                     'generation), which this checkout does not have') from e
-  options = generate.Options(strategy='greedy', max_new_tokens=max_new_tokens)
+  options = generate.Options(strategy='greedy', max_new_tokens=max_new_tokens, eos_id=eos_id,
+                             pad_id=pad_id)
   return np.asarray(generate.generate(model, params, prompt_BxL, lengths_B, options).tokens_BxG)
 
 
 def _texts(tokenizer, tokens_BxG) -> list[str]:
-  out = []
+  out, eos = [], tokenizer.vocab_info.eos_id
   for row in np.asarray(tokens_BxG).tolist():
-    row = row[:row.index(vocab.EOS_ID)] if vocab.EOS_ID in row else row
+    row = row[:row.index(eos)] if eos in row else row
     out.append(tokenizer.decode(row).strip())
   return out
 
@@ -104,6 +106,7 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
   predict = _predict_fn(model, objective)
   num_rows = len(data.features['tokens'])
   metric = t.metric if t.metric != 'auto' else config_metric(config)
+  info = tokenizer.vocab_info
 
   def classification(params):
     if t.format == 'head':
@@ -159,8 +162,9 @@ def make_extra_eval(config, model, objective, data: tasks.TaskData, tokenizer, *
       if have < batch_size:  # one compiled shape: pad with copies of the first row
         prompt_BxL = np.concatenate([prompt_BxL, np.repeat(prompt_BxL[:1], batch_size - have, 0)])
         lengths_B = np.concatenate([lengths_B, np.repeat(lengths_B[:1], batch_size - have)])
-      tokens_BxG = (generate_fn or library_generate)(model, params, prompt_BxL, lengths_B,
-                                                     t.target_length)
+      tokens_BxG = (generate_fn or functools.partial(
+          library_generate, eos_id=info.eos_id, pad_id=info.pad_id))(
+              model, params, prompt_BxL, lengths_B, t.target_length)
       outputs += _texts(tokenizer, tokens_BxG)[:have]
     references = data.host['references']
     scores = (task_metrics.rouge if metric == 'rouge' else task_metrics.bleu)(outputs, references)

@@ -12,6 +12,7 @@ import numpy as np
 from ptlm_jax import families
 from ptlm_jax.data import vocab
 
+PROJECT_IDS = vocab.VocabInfo(0)  # the special ids of this project's tokenizers
 
 @dataclasses.dataclass
 class TaskData:
@@ -21,8 +22,13 @@ class TaskData:
   host: dict[str, Any] = dataclasses.field(default_factory=dict)  # per-feature host info
 
 
-def layout(family: str, first: list[int], second: list[int] | None, length: int):
-  """(tokens, token_types) of one input (or pair) in the family's layout, cut to `length`."""
+def layout(family: str, first: list[int], second: list[int] | None, length: int,
+           info: vocab.VocabInfo = PROJECT_IDS):
+  """(tokens, token_types) of one input (or pair) in the family's layout, cut to `length`.
+
+  The specials are the tokenizer's (`info`): an HF BERT's [CLS] 101 / [SEP] 102, GPT-2's and
+  T5's EOS (which also joins a pair there, as transformers does), this project's 4 / 5 / 1.
+  """
   specials = (3 if second is not None else 2) if families.get(family).bidirectional else (
       2 if second is not None else 1)
   budget = length - specials
@@ -33,15 +39,15 @@ def layout(family: str, first: list[int], second: list[int] | None, length: int)
     else:
       first.pop()
   if families.get(family).bidirectional:
-    tokens = [vocab.CLS_ID] + first + [vocab.SEP_ID]
+    tokens = [info.cls_id] + first + [info.sep_id]
     types = [0] * len(tokens)
     if second is not None:
-      tokens += second + [vocab.SEP_ID]
+      tokens += second + [info.sep_id]
       types += [1] * (len(second) + 1)
     return tokens, types
   if second is None:
-    return first + [vocab.EOS_ID], [0] * (len(first) + 1)
-  return (first + [vocab.SEP_ID] + second + [vocab.EOS_ID],
+    return first + [info.eos_id], [0] * (len(first) + 1)
+  return (first + [info.sep_id] + second + [info.eos_id],
           [0] * (len(first) + 1) + [1] * (len(second) + 1))
 
 
@@ -64,7 +70,9 @@ def row_features(token_rows: list[list[int]], type_rows: list[list[int]], length
 
 
 def word_pieces(tokenizer, words: list[str], cache: dict) -> list[list[int]]:
+  """Each word's pieces as inside a sentence (GPT-2's BPE: with its leading space)."""
   missing = sorted({w for w in words if w not in cache})
-  for w, ids in zip(missing, tokenizer.encode_batch(missing) if missing else []):
-    cache[w] = ids or [vocab.UNK_ID]  # a word that normalises to nothing
+  unk = tokenizer.vocab_info.unk_id
+  for w, ids in zip(missing, tokenizer.encode_words(missing) if missing else []):
+    cache[w] = ids or [unk if unk is not None else tokenizer.vocab_info.eos_id]  # normalises to nothing
   return [cache[w] for w in words]

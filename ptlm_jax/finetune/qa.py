@@ -27,7 +27,6 @@ import re
 import numpy as np
 
 from ptlm_jax import families
-from ptlm_jax.data import vocab
 from ptlm_jax.finetune import features as feature_rows
 
 
@@ -73,6 +72,7 @@ def _answer_pieces(ex, starts_c, ends_c, first_piece, num_pieces):
 def encode_qa(config, tokenizer, examples: list[dict]) -> feature_rows.TaskData:
   """One feature row per (example, window); see the module docstring."""
   t, length, family = config.task, config.data.seq_len, config.model.family
+  info = tokenizer.vocab_info
   questions = tokenizer.encode_batch([ex['question'] for ex in examples])
   cache: dict[str, list[int]] = {}
   token_rows, type_rows, spans = [], [], []
@@ -87,8 +87,8 @@ def encode_qa(config, tokenizer, examples: list[dict]) -> feature_rows.TaskData:
     first_piece = np.concatenate([[0], np.cumsum([len(p) for p in pieces])[:-1]]).astype(int)
     answer = _answer_pieces(ex, starts_c, ends_c, first_piece, len(flat))
     q = question[:t.max_query_length]
-    head = [vocab.CLS_ID] + q + [vocab.SEP_ID] if families.get(family).bidirectional else q + [vocab.SEP_ID]
-    tail = [vocab.SEP_ID] if families.get(family).bidirectional else [vocab.EOS_ID]
+    head = [info.cls_id] + q + [info.sep_id] if families.get(family).bidirectional else q + [info.sep_id]
+    tail = [info.sep_id] if families.get(family).bidirectional else [info.eos_id]
     window = length - len(head) - len(tail)
     starts = window_starts(len(flat), window, t.doc_stride)
     best = max_context(starts, window, len(flat))

@@ -17,10 +17,16 @@ r"""Fine-tuning on a downstream task through the one training loop.
   eval_records its per-example predictions, which the loop writes to
                `<workdir>/inference_eval/<eval split>-<step>.jsonl` at each evaluation
 
-Weights: random unless `init.source` names a pretrained run (the loop loads it, the
-method helper's `pretrained.py` / `peft.py`); the tokenizer is `data.*`'s, so a
-fine-tuning config must name the same tokenizer as its pretraining run (the
-configs/finetune/ files keep the pretraining defaults).
+Weights: random unless `init.source` names a pretraining workdir, a model dir or an HF
+dir (the loop loads it, `training/pretrained.py`); a run without one says so first, with
+its learning rate (2e-5 suits pretrained weights, and learns little from random ones).
+The tokenizer: a workdir source's own, an HF dir's (tokenizer.json, vocab.txt, vocab.json +
+merges.txt or spiece.model, with its special ids: BERT [CLS] 101 / [SEP] 102, GPT-2's and
+T5's EOS), else `data.*`'s (the configs/finetune/ files keep the pretraining defaults).
+A tokenizer that does not fit the checkpoint is an error before anything compiles.
+
+  python -m ptlm_jax.main --config=configs/finetune/rotten_tomatoes.py:bert \
+      --workdir=runs/rt-hf-bert --config.init.source=/ckpt/bert-base-uncased
 """
 from __future__ import annotations
 
@@ -74,5 +80,18 @@ def build_components(config) -> train.Components:
                           extra_eval=extra_eval, eval_records=extra_eval.records)
 
 
+def random_weights_note(config) -> str | None:
+  """What a run without init.source should be told before it trains."""
+  if config.init.source:
+    return None
+  return (f'note: config.init.source is empty, so this fine-tunes randomly initialised weights '
+          f'(lr {config.optim.lr:g}, {config.train.steps} steps); set --config.init.source to '
+          'a pretraining workdir, a model dir or an HF checkpoint dir to start from pretrained '
+          'weights')
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  note = random_weights_note(config)
+  if note and jax.process_index() == 0:
+    print(note, flush=True)
   return train.run(config, workdir, build_components)

@@ -220,6 +220,11 @@ def _resolve(path: str) -> str:
                   'ptlm_jax model dir; nothing is downloaded')
 
 
+def resolve_dir(path: str) -> str:
+  """The directory of `path`: itself, or a hub name's snapshot in the local HF cache."""
+  return _resolve(path)
+
+
 def from_pretrained(path: str, **overrides):
   """(module, params, model config) from an HF dir, a cached hub name or a ptlm_jax dir.
 

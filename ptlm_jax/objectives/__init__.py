@@ -123,9 +123,17 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
                                  f'>= {vocab_info.size}, the tokenizer pieces plus sentinels')
   if seq_len < 4:
     raise errors.ConfigError('data.seq_len', seq_len, 'an integer >= 4')
+  if o.name in ('span_corruption', 'ul2', 'prefix_lm') and vocab_info.eos_id != vocab.EOS_ID:
+    # These write EOS (and T5's decoder start, pad 0) as constants: T5's ids, this project's.
+    raise errors.ConfigError('objective.name', o.name,
+                             f'causal_lm or mlm with this tokenizer (its EOS is id '
+                             f'{vocab_info.eos_id}; {o.name} assumes id {vocab.EOS_ID})')
 
   if o.name == 'mlm':
     predict = {'on': True, 'off': False, 'auto': o.mask_count_mode == 'fixed'}[o.predict_positions]
+    if vocab_info.mask_id is None:
+      raise errors.ConfigError('objective.name', 'mlm', 'an objective the tokenizer serves: it '
+                               'has no [MASK] token')
     if o.whole_word and vocab_info.word_start is None:
       raise errors.ConfigError('objective.whole_word', True,
                                    'a tokenizer with word-start pieces (VocabInfo.word_start)')
@@ -135,7 +143,8 @@ def get_objective(config, vocab_info: vocab.VocabInfo) -> Objective:
         predict_positions=predict,
         mask_token_rate=o.mask_token_rate, random_token_rate=o.random_token_rate,
         static=o.static_masking, dupe_factor=o.dupe_factor, seed=config.train.seed,
-        word_start=vocab_info.word_start)
+        word_start=vocab_info.word_start, mask_id=vocab_info.mask_id,
+        ordinary_ids=vocab_info.ordinary_ids)
     return Objective('mlm', seq_len, seq_len, settings.max_predictions if predict else seq_len,
                      functools.partial(mlm.masked_lm, settings=settings))
 

@@ -3,8 +3,9 @@
 Follows `create_masked_lm_predictions` in google-research/bert
 `create_pretraining_data.py`, moved on device:
 
-- candidates are ordinary pieces only (ids in [FIRST_ORDINARY_ID, piece_count)):
-  never padding, EOS, [CLS]/[SEP]/[MASK] or other specials, never a sentinel.
+- candidates are ordinary pieces only (ids in [FIRST_ORDINARY_ID, piece_count), or an HF
+  tokenizer's `VocabInfo.ordinary_ids`): never padding, EOS, [CLS]/[SEP]/[MASK] or other
+  specials, never a sentinel.
 - `fixed` count mode (BERT): exactly min(max_predictions, max(1, round(n * rate)))
   positions per row, n = candidates in the row, uniformly at random (Python's
   round-half-to-even, as BERT under Python 3).  Differs from BERT in what n counts:
@@ -15,9 +16,10 @@ Follows `create_masked_lm_predictions` in google-research/bert
   (`VocabInfo.word_start`, SentencePiece's '▁') with the non-starting pieces after
   it, never crossing a special token or a document.  Fixed mode fills the count the
   way BERT does: words in random order, each taken if it still fits, else skipped.
-- of the chosen positions, `mask_token_rate` (0.8) become [MASK],
-  `random_token_rate` (0.1) a token uniform over the ordinary pieces (BERT draws from
-  the whole vocabulary, specials included), the rest stay; decided per token.
+- of the chosen positions, `mask_token_rate` (0.8) become [MASK] (the tokenizer's:
+  103 for an HF BERT), `random_token_rate` (0.1) a token uniform over the ordinary pieces
+  (BERT draws from the whole vocabulary, specials included), the rest stay; decided per
+  token.
 - the loss counts exactly the chosen positions, through weights.
 
 Static masking (original BERT): BERT writes `dupe_factor` copies of the data, each
@@ -62,6 +64,25 @@ class MlmSettings:
   dupe_factor: int = 1
   seed: int = 0                      # static masking: base of the content-derived keys
   word_start: np.ndarray | None = dataclasses.field(default=None, compare=False)
+  mask_id: int = vocab.MASK_ID
+  # Sorted ids to mask and draw from; None: [FIRST_ORDINARY_ID, piece_count).
+  ordinary_ids: np.ndarray | None = dataclasses.field(default=None, compare=False)
+
+
+def _is_candidate(tokens_L, s: MlmSettings):
+  if s.ordinary_ids is None:
+    return (tokens_L >= vocab.FIRST_ORDINARY_ID) & (tokens_L < s.piece_count)
+  table = np.zeros(s.piece_count + 1, bool)  # the last entry: every id past the pieces
+  table[np.asarray(s.ordinary_ids)] = True
+  return jnp.asarray(table)[jnp.clip(tokens_L, 0, s.piece_count)]
+
+
+def _random_tokens(key, tokens_L, s: MlmSettings):
+  if s.ordinary_ids is None:
+    return jax.random.randint(key, tokens_L.shape, vocab.FIRST_ORDINARY_ID, s.piece_count,
+                              tokens_L.dtype)
+  ids = jnp.asarray(s.ordinary_ids, tokens_L.dtype)
+  return ids[jax.random.randint(key, tokens_L.shape, 0, ids.shape[0])]
 
 
 def fixed_counts(row_length: int, rate: float, max_predictions: int) -> np.ndarray:
@@ -112,7 +133,7 @@ def _greedy_words(key, word_id_L, count):
 
 def _choose(key, tokens_L, segments_L, s: MlmSettings, counts):
   """Bool [L]: the positions to predict."""
-  candidate_L = (tokens_L >= vocab.FIRST_ORDINARY_ID) & (tokens_L < s.piece_count)
+  candidate_L = _is_candidate(tokens_L, s)
   word_id_L = _word_ids(tokens_L, segments_L, candidate_L, s.word_start if s.whole_word else None)
   pick_key, cap_key = jax.random.split(key)
   if s.count_mode == 'fixed':
@@ -146,9 +167,8 @@ def masked_lm(batch, rng, *, settings: MlmSettings):
     choose_key, kind_key, random_key = jax.random.split(key, 3)
     chosen_L = _choose(choose_key, tokens_L, segments_L, s, counts)
     u_L = jax.random.uniform(kind_key, tokens_L.shape)
-    random_L = jax.random.randint(random_key, tokens_L.shape, vocab.FIRST_ORDINARY_ID,
-                                  s.piece_count, tokens_L.dtype)
-    masked_L = jnp.where(u_L < s.mask_token_rate, vocab.MASK_ID,
+    random_L = _random_tokens(random_key, tokens_L, s)
+    masked_L = jnp.where(u_L < s.mask_token_rate, s.mask_id,
                          jnp.where(u_L < s.mask_token_rate + s.random_token_rate, random_L,
                                    tokens_L))
     inputs_L = jnp.where(chosen_L, masked_L, tokens_L)

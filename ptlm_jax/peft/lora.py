@@ -6,9 +6,16 @@ O = (H, K); the attention output's H x K x D: I = (H, K)), `<path of W>/a` is I 
 `<path of W>/b` is r x O, and the model computes with W + (alpha / r) a.b.  `a` starts
 Kaiming-uniform, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as HF peft's
 `kaiming_uniform_(a=sqrt(5))`; `b` starts at zero, so training starts exactly from the
-base model.  Scanned kernels keep their leading layer axis on both factors.  The model
-never changes: `LoraModel` merges on every `apply`, so every family works, and the base
-kernels get no gradient when the loop freezes them (peft.py).
+base model.  Scanned kernels keep their leading layer axis on both factors.
+
+The model never changes.  `LoraModel.apply` computes y = x W + (alpha / r) (x a) b in every
+adapted projection at run time (the branch is added to the output of each adapted
+`layers.DenseGeneral` through a flax method interceptor; the factors ride in the params
+tree beside their kernel, so `nn.scan` hands each layer its own slice), so every family
+works and a step never builds W + a.b: at BERT-base / GPT-2 shapes with rank 8 the branch
+costs 2 r (I + O) FLOPs per token and adapted matrix instead of an I x O merge, and the
+frozen W's gradient is never formed.  The merged form is for export and inference
+(`merged`); the two agree to float rounding (tests/test_peft_lora.py).
 
   model = lora.LoraModel(models.build_model(config.model), config.peft)
   variables = model.init(rng, **inputs)        # {'params': {..., 'lora': {...}}}
@@ -142,13 +149,49 @@ def merged(params, peft_config) -> dict:
   return merge(base, params[LORA], scale(peft_config))
 
 
+_A, _B = 'lora_a', 'lora_b'  # the factors' names beside a kernel while `apply` runs
+
+
+def _with_factors_beside_kernels(params, factors) -> dict:
+  """params with `<module>/lora_a|lora_b` next to each adapted `<module>/kernel`."""
+  flat = flatten(params)
+  for path, pair in pairs(factors).items():
+    if path not in flat:
+      raise KeyError(f'LoRA factors for {path}, which the params do not have')
+    module = path.rpartition('/')[0]
+    flat[f'{module}/{_A}'], flat[f'{module}/{_B}'] = pair['a'], pair['b']
+  return unflatten(flat)
+
+
+def _branch_adder(lora_scale: float, seen: set):
+  """A method interceptor: y + s (x a) b after each DenseGeneral holding factors."""
+  from ptlm_jax.models import layers  # pylint: disable=g-import-not-at-top
+
+  def add_branch(next_fun, args, kwargs, context):
+    y = next_fun(*args, **kwargs)
+    module = context.module
+    if (context.method_name != '__call__' or not isinstance(module, layers.DenseGeneral)
+        or not module.has_variable('params', _A)):
+      return y
+    seen.add(module.path)
+    x, a, b = args[0], module.get_variable('params', _A), module.get_variable('params', _B)
+    axis = tuple(i % x.ndim for i in module.axis)
+    x_a = jax.lax.dot_general(x.astype(module.dtype), a.astype(module.dtype),
+                              ((axis, tuple(range(len(axis)))), ((), ())))
+    x_ab = jnp.tensordot(x_a, b.astype(module.dtype), axes=1)
+    return y + (lora_scale * x_ab).astype(y.dtype)
+
+  return add_branch
+
+
 class LoraModel:
-  """A Flax module with LoRA factors beside its params, merged on every `apply`.
+  """A Flax module with LoRA factors beside its params: x W + s (x a) b at run time.
 
   `init` returns the module's variables plus params['lora'] (boxed like the module's
-  params, so mesh shardings follow); `apply` merges W + (alpha / r) a.b and calls the
-  module, so gradients reach the factors through the merged kernels.  Everything else
-  (`config`, methods such as 'encode') is the wrapped module's.
+  params, so mesh shardings follow); `apply` puts the factors beside their kernels and adds
+  the low-rank branch to each adapted projection (module docstring), so gradients reach
+  the factors without a merged kernel.  Everything else (`config`, methods such as
+  'encode') is the wrapped module's.
   """
 
   def __init__(self, module: nn.Module, peft_config):
@@ -168,5 +211,14 @@ class LoraModel:
     return {**variables, 'params': {**variables['params'], LORA: factors}}
 
   def apply(self, variables, *args, **kwargs):
-    params = merged(variables['params'], self.peft_config)
-    return self.module.apply({**variables, 'params': params}, *args, **kwargs)
+    params = variables['params']
+    if LORA not in params:
+      return self.module.apply(variables, *args, **kwargs)
+    base = {k: v for k, v in params.items() if k != LORA}
+    seen = set()
+    with nn.intercept_methods(_branch_adder(scale(self.peft_config), seen)):
+      out = self.module.apply({**variables, 'params': _with_factors_beside_kernels(
+          base, params[LORA])}, *args, **kwargs)
+    if not seen:  # a target outside every DenseGeneral would silently do nothing
+      raise ValueError('LoRA factors were given, but no adapted projection ran')
+    return out

@@ -34,6 +34,7 @@ Merged export: a trained workdir (LoRA merged) as a model dir or HF dir:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -182,10 +183,96 @@ def inherit_fields(config, source: Source) -> list[str]:
     for field in TOKENIZER_FIELDS:
       config.data[field] = run.data[field]
     notes.append(f'data.tokenizer_path={path} from init.source')
-  elif run is None and not config.data.tokenizer_path:
-    notes.append(f'note: init.source={source.path} is not a training workdir, so its tokenizer '
-                 'is unknown here: set data.tokenizer_path to one that matches its vocabulary')
+  elif run is None:
+    notes += _checkpoint_tokenizer(config, source)
   return notes
+
+
+def _source_tokenizer_file(path: str) -> str | None:
+  """The tokenizer an HF dir or a model dir carries, or None."""
+  from ptlm_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(path):
+    return None
+  found = hf_tokenizer.find_file(path)
+  project = os.path.join(path, 'tokenizer.model')
+  return found or (project if os.path.exists(project) else None)
+
+
+def _checkpoint_tokenizer(config, source: Source) -> list[str]:
+  """An HF dir's (or model dir's) tokenizer as data.tokenizer_path, checked against the model.
+
+  No tokenizer in the dir and none given, or one that does not fit the embedding (size,
+  special ids), is a UserError naming both: fine-tuning with another vocabulary's ids
+  trains, but learns nothing the checkpoint knew.
+  """
+  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.data import tokenizer as tokenizer_lib, vocab
+  from ptlm_jax.hf import convert as hf_import
+  notes = []
+  directory = hf_import.resolve_dir(source.path)  # a hub name: its snapshot in the HF cache
+  own = _source_tokenizer_file(directory)
+  given = config.data.tokenizer_path
+  if not given:
+    if own is None:
+      raise errors.UserError(
+          f'init.source={source.path} holds no tokenizer (tokenizer.json, vocab.txt, vocab.json '
+          '+ merges.txt, spiece.model or tokenizer.model) and data.tokenizer_path is empty: set '
+          'data.tokenizer_path to the tokenizer its weights were trained with')
+    config.data.tokenizer_path = own
+    notes.append(f'data.tokenizer_path={own} from init.source')
+  tok = tokenizer_lib.load(config.data.tokenizer_path)
+  check_tokenizer_fits(tok, config.model, directory,
+                       tokenizer_lib.load(own) if own and given else None)
+  if config.data.sp_vocab_size + vocab.NUM_SENTINELS > config.model.vocab_size:
+    # data.sp_vocab_size sizes a tokenizer this project trains; none is trained here.
+    config.data.sp_vocab_size = config.model.vocab_size - vocab.NUM_SENTINELS
+  return notes
+
+
+def _hf_special_ids(path: str) -> dict[str, int]:
+  try:
+    with open(os.path.join(path, 'config.json'), encoding='utf-8') as f:
+      hf = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  out = {}
+  for name in ('pad', 'eos', 'bos', 'sep', 'cls', 'mask'):
+    value = hf.get(f'{name}_token_id') if isinstance(hf, dict) else None
+    value = value[0] if isinstance(value, list) and value else value
+    if isinstance(value, int):
+      out[name] = value
+  return out
+
+
+def check_tokenizer_fits(tok, model_config, source_path: str, source_tok=None) -> None:
+  """UserError unless `tok` can feed the model of init.source=`source_path`.
+
+  Its ids must fit the embedding (and, for an HF dir, fill it: at most 128 padding rows),
+  its special ids must be those of the checkpoint's config.json, a BERT needs [CLS] and
+  [SEP], and a tokenizer given beside the checkpoint's own must agree with it.
+  """
+  info, rows = tok.vocab_info, model_config.vocab_size
+  where = f'the tokenizer {tok.path} (data.tokenizer_path) and init.source={source_path}'
+  if info.size > rows:
+    raise errors.UserError(f'{where} do not fit: the tokenizer has {info.size} ids, the '
+                           f'embedding {rows} rows')
+  hf = _hf_special_ids(source_path)
+  if hf and info.size < rows - 128:
+    raise errors.UserError(f'{where} do not fit: the tokenizer has {info.size} ids, the '
+                           f'embedding {rows} rows (another vocabulary)')
+  specials = info.specials()
+  for name, expected in hf.items():
+    if name in specials and specials[name] != expected:
+      raise errors.UserError(f'{where} do not fit: {name} is id {specials[name]} in the '
+                             f'tokenizer, {expected} in the checkpoint\'s config.json')
+  if model_config.family == 'bert' and (info.cls_id is None or info.sep_id is None):
+    raise errors.UserError(f'{where} do not fit: a BERT needs [CLS] and [SEP] tokens')
+  if source_tok is not None and (source_tok.vocab_info.size != info.size or
+                                 source_tok.vocab_info.specials() != specials):
+    raise errors.UserError(
+        f'{where} do not fit: the checkpoint\'s own tokenizer {source_tok.path} has '
+        f'{source_tok.vocab_info.size} ids and specials {source_tok.vocab_info.specials()}, this '
+        f'one {info.size} and {specials}')
 
 
 @dataclasses.dataclass
@@ -258,4 +345,32 @@ def export(input_path: str, output_path: str, fmt: str = 'model', step: int | No
   else:
     raise errors.UserError(f'--format={fmt!r}: expected model or hf')
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  return f'wrote {fmt} dir {output_path}: {model_config.family}, {count:,} params'
+  copied = _copy_tokenizer(input_path, output_path, fmt)
+  return (f'wrote {fmt} dir {output_path}: {model_config.family}, {count:,} params'
+          + (f'; tokenizer {", ".join(copied)}' if copied else ''))
+
+
+_HF_TOKENIZER_FILES = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'merges.txt', 'spiece.model',
+                       'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json')
+
+
+def _copy_tokenizer(input_path: str, output_path: str, fmt: str) -> list[str]:
+  """The run's tokenizer beside the exported weights, so the dir is whole for transformers
+  (`AutoTokenizer.from_pretrained`) and for generation here."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from ptlm_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  if not checkpoint.is_workdir(input_path):
+    return []
+  path = checkpoint.run_config(input_path).data.tokenizer_path
+  if not path or not os.path.exists(path):
+    return []
+  if not tokenizer_lib.is_hf(path):  # this project's SentencePiece model: read here only
+    if fmt != 'model':
+      return []
+    shutil.copyfile(path, os.path.join(output_path, 'tokenizer.model'))
+    return ['tokenizer.model']
+  directory = path if os.path.isdir(path) else os.path.dirname(path)
+  copied = [name for name in _HF_TOKENIZER_FILES if os.path.exists(os.path.join(directory, name))]
+  for name in copied:
+    shutil.copyfile(os.path.join(directory, name), os.path.join(output_path, name))
+  return copied
