@@ -285,13 +285,13 @@ class Checkpointer:
     """ConfigError if the newest readable checkpoint's model or state shapes differ from
     this run's.  Steps whose config or metadata cannot be read are set aside first."""
     while (step := self.latest_step()) is not None:
+      error = None
       try:
         self._check_step(step, config, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except  (a UserError, or unreadable)
+        error = e
+      if not self._agreed_unreadable(step, error):
         return
-      except errors.UserError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except  (unreadable)
-        self._set_aside(step, e)
 
   def _check_step(self, step: int, config, abstract_state) -> None:
     """Reads the step's config and state metadata (any failure: unreadable) and compares."""
@@ -333,16 +333,21 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ProcessStateRestore()))
       except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
         error = e
-      outcome = 0 if error is None else 2 if isinstance(error, errors.UserError) else 1
-      worst = _agree_max(outcome)
-      if worst == 2:
-        raise (error if outcome == 2 else errors.UserError(
-            f'another process cannot resume from {self.directory}/{step} (see its error)'))
-      if worst == 1:
-        self._set_aside(step, error)
-        continue
-      return step, restored['state'], restored['data']
+      if not self._agreed_unreadable(step, error):
+        return step, restored['state'], restored['data']
     return None
+
+  def _agreed_unreadable(self, step: int, error: Exception | None) -> bool:
+    """Whether every process may use `step` (False), or it was set aside (True); raises
+    this process's UserError, or names another's.  Every process decides alike."""
+    outcome = 0 if error is None else 2 if isinstance(error, errors.UserError) else 1
+    worst = _agree_max(outcome)
+    if worst == 2:
+      raise (error if outcome == 2 else errors.UserError(
+          f'another process cannot resume from {self.directory}/{step} (see its error)'))
+    if worst == 1:
+      self._set_aside(step, error)
+    return worst == 1
 
   def _set_aside(self, step: int, error: Exception | None) -> None:
     reason = (f'{type(error).__name__}: {_first_line(error)}' if error is not None
