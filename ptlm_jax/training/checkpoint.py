@@ -273,12 +273,12 @@ class Checkpointer:
       for name in os.listdir(self.directory):
         if name.startswith(f'{step}.orbax-checkpoint-tmp'):
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-    where = f'{self.directory}/{step}'
     kept = steps(os.path.dirname(self.directory))
+    intact = f'step {kept[-1]} is the latest intact checkpoint' if kept else 'none was saved'
     raise CheckpointWriteError(
-        f'saving the checkpoint of step {step} to {where} failed: {_os_reason(error)}. The run '
-        f'stopped; {f"step {kept[-1]} is the latest intact checkpoint" if kept else "no checkpoint was saved"}'
-        ' (free space or fix the permissions, then rerun the same command to resume)') from None
+        f'saving the checkpoint of step {step} to {self.directory}/{step} failed: '
+        f'{_os_reason(error)}. The run stopped; {intact} (free space or fix the permissions, '
+        'then rerun the same command to resume)') from None
 
   # -- resuming ------------------------------------------------------------
   def check_compatible(self, config, abstract_state) -> None:
@@ -296,7 +296,8 @@ class Checkpointer:
   def _check_step(self, step: int, config, abstract_state) -> None:
     """Reads the step's config and state metadata (any failure: unreadable) and compares."""
     where = f'{self.directory}/{step}'
-    saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+    saved = self.manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
     current = json.loads(config.to_json())
     fields = [('model', 'family')] + [('model', k) for k in current['model']
                                       if k not in _FREE_MODEL_FIELDS + ('family',)]
