@@ -283,30 +283,31 @@ class Checkpointer:
       for name in os.listdir(self.directory):
         if name.startswith(f'{step}.orbax-checkpoint-tmp'):
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-    where = f'{self.directory}/{step}'
     kept = steps(os.path.dirname(self.directory))
+    intact = f'step {kept[-1]} is the latest intact checkpoint' if kept else 'none was saved'
     raise CheckpointWriteError(
-        f'saving the checkpoint of step {step} to {where} failed: {_os_reason(error)}. The run '
-        f'stopped; {f"step {kept[-1]} is the latest intact checkpoint" if kept else "no checkpoint was saved"}'
-        ' (free space or fix the permissions, then rerun the same command to resume)') from None
+        f'saving the checkpoint of step {step} to {self.directory}/{step} failed: '
+        f'{_os_reason(error)}. The run stopped; {intact} (free space or fix the permissions, '
+        'then rerun the same command to resume)') from None
 
   # -- resuming ------------------------------------------------------------
   def check_compatible(self, config, abstract_state) -> None:
     """ConfigError if the newest readable checkpoint's model or state shapes differ from
     this run's.  Steps whose config or metadata cannot be read are set aside first."""
     while (step := self.latest_step()) is not None:
+      error = None
       try:
         self._check_step(step, config, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except  (a UserError, or unreadable)
+        error = e
+      if not self._agreed_unreadable(step, error):
         return
-      except errors.UserError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except  (unreadable)
-        self._set_aside(step, e)
 
   def _check_step(self, step: int, config, abstract_state) -> None:
     """Reads the step's config and state metadata (any failure: unreadable) and compares."""
     where = f'{self.directory}/{step}'
-    saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+    saved = self.manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
     current = json.loads(config.to_json())
     fields = [('model', 'family')] + [('model', k) for k in current['model']
                                       if k not in _FREE_MODEL_FIELDS + ('family',)]
@@ -343,16 +344,21 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ProcessStateRestore()))
       except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
         error = e
-      outcome = 0 if error is None else 2 if isinstance(error, errors.UserError) else 1
-      worst = _agree_max(outcome)
-      if worst == 2:
-        raise (error if outcome == 2 else errors.UserError(
-            f'another process cannot resume from {self.directory}/{step} (see its error)'))
-      if worst == 1:
-        self._set_aside(step, error)
-        continue
-      return step, restored['state'], restored['data']
+      if not self._agreed_unreadable(step, error):
+        return step, restored['state'], restored['data']
     return None
+
+  def _agreed_unreadable(self, step: int, error: Exception | None) -> bool:
+    """Whether every process may use `step` (False), or it was set aside (True); raises
+    this process's UserError, or names another's.  Every process decides alike."""
+    outcome = 0 if error is None else 2 if isinstance(error, errors.UserError) else 1
+    worst = _agree_max(outcome)
+    if worst == 2:
+      raise (error if outcome == 2 else errors.UserError(
+          f'another process cannot resume from {self.directory}/{step} (see its error)'))
+    if worst == 1:
+      self._set_aside(step, error)
+    return worst == 1
 
   def _set_aside(self, step: int, error: Exception | None) -> None:
     reason = (f'{type(error).__name__}: {_first_line(error)}' if error is not None

@@ -101,8 +101,8 @@ class WorkdirLock:
       except BlockingIOError:
         holder = os.read(fd, 4096).decode('utf-8', 'replace')
         os.close(fd)
-        return (f'--workdir={os.path.dirname(self.path)} is in use by another run ({_holder(holder)}); '
-                'wait for it to end or choose another --workdir')
+        return (f'--workdir={os.path.dirname(self.path)} is in use by another run '
+                f'({_holder(holder)}); wait for it to end or choose another --workdir')
       except OSError as e:  # a filesystem without locks: run, unprotected
         os.close(fd)
         print(f'warning: cannot lock {self.path} ({e.strerror}): a second run on this '

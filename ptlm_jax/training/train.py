@@ -560,16 +560,16 @@ def _make_evaluate(config, workdir: str, components: Components, par, eval_step,
       return {}
     totals: dict[str, float] = {}
     batches = iter(components.eval_batches())
-    empty = {k: np.zeros((local_rows, row_length), np.int32)
-             for k in ('tokens', 'segment_ids', 'positions')}
+    # The shapes of an empty batch: this process's last one, else packed rows.
+    like = {k: np.zeros((1, row_length), np.int32) for k in ('tokens', 'segment_ids', 'positions')}
     for i in range(t.eval_steps):
       batch = next(batches, None)
       if not _any_process(batch is not None):
         break
       if batch is None:
-        batch = empty
+        batch = {k: np.zeros((local_rows,) + v.shape[1:], v.dtype) for k, v in like.items()}
       else:
-        empty = {k: np.zeros((local_rows,) + v.shape[1:], v.dtype) for k, v in batch.items()}
+        like = batch
       sums = eval_step(state, par.shard_batch(_pad_rows(batch, local_rows)),
                        jax.random.fold_in(eval_rng, i))
       for k, v in par.metrics_to_host(sums).items():
