@@ -1,4 +1,5 @@
 """The cost estimator: counts from the model code, and the handout's GPT-3 figures."""
+import json
 import os
 import subprocess
 import sys
@@ -228,3 +229,17 @@ def test_fit_check_needs_the_devices():
   e = estimate.estimate(config, 'h100', 64, 1e9, 0.4, 1.1, 0.429)
   with pytest.raises(errors.UserError, match='--num_devices=64: this process has 8 devices'):
     estimate.fit_check(config, 64, e)
+
+
+def test_cli_compile_fakes_the_devices_it_needs():
+  # A fresh process without XLA_FLAGS: the entry point asks for 4 CPU devices itself.
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  result = subprocess.run([sys.executable, '-m', 'ptlm_jax.main.estimate',
+                           '--config=configs/gpt.py:tiny', '--num_devices=4', '--compile',
+                           '--config.parallel.mode=mesh', '--config.model.num_layers=1',
+                           '--json'], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  fit = json.loads(result.stdout.strip().splitlines()[-1])['compiled']
+  assert fit['num_devices'] == 4 and fit['argument_bytes'] > 0
+  assert 0.5 < fit['estimate_over_compiled'] < 2.0
