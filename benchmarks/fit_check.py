@@ -2,6 +2,7 @@ r"""The fit table: published sizes at their recipe batches, compiled on fake CPU
 
   python -m benchmarks.fit_check --out=benchmarks/results/fit_check_2026-12-07.jsonl
   python -m benchmarks.fit_check --configs=configs/gpt.py:gpt2 --setups=8x80   # one line
+  python -m benchmarks.fit_check --reestimate=FILE --table   # today's estimator, as markdown
 
 For each config and setup (devices x GB), the estimator (ptlm_jax/estimate.py) picks the
 fewest microbatches (`optim.microbatches`, dividing the rows per device) whose predicted
@@ -38,6 +39,9 @@ flags.DEFINE_string('configs', ','.join(CONFIGS), 'Comma-separated config:varian
 flags.DEFINE_string('setups', '8x80,16x32', 'Comma-separated devices x GB per device.')
 flags.DEFINE_string('out', '', 'Append JSON lines here too.')
 flags.DEFINE_float('headroom', 0.9, 'Fraction of device memory the estimate may fill.')
+flags.DEFINE_string('reestimate', '', 'Rewrite this JSONL\'s estimates with the current '
+                    'estimator (same configs, devices and microbatches; nothing compiled).')
+flags.DEFINE_bool('table', False, 'Print --reestimate\'s file as a markdown table.')
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,8 +88,36 @@ def measure(spec: str, devices: int, gb: float, headroom: float) -> dict:
               jax=jax.__version__)
 
 
+def reestimate(path: str) -> list[dict]:
+  records = [json.loads(line) for line in open(path) if line.strip()]
+  for r in records:
+    config = load(r['config'])
+    config.parallel.num_devices = r['devices']
+    config.optim.microbatches = r['microbatches']
+    r['estimated_bytes'] = _estimate(config, r['devices']).memory_bytes['total']
+    r['estimate_over_compiled'] = round(r['estimated_bytes'] / r['total_bytes'], 3)
+  with open(path, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+  return records
+
+
+def table(records: list[dict]) -> str:
+  lines = ['| model | params | devices x GB | batch x length | microbatches | compiled GB / device '
+           '| estimated GB | estimate / compiled | fits |', '|' + '---|' * 9]
+  for r in records:
+    lines.append(f"| {r['config']} | {r['params'] / 1e6:,.0f}M | {r['devices']} x {r['device_gb']:g} "
+                 f"| {r['batch']} x {r['seq_len']} | {r['microbatches']} "
+                 f"| {r['total_bytes'] / 1e9:.1f} | {r['estimated_bytes'] / 1e9:.1f} "
+                 f"| {r['estimate_over_compiled']:.2f} | {'yes' if r['fits'] else 'no'} |")
+  return '\n'.join(lines)
+
+
 def main(argv) -> None:
   del argv
+  if FLAGS.reestimate:
+    records = reestimate(FLAGS.reestimate)
+    print(table(records) if FLAGS.table else '\n'.join(json.dumps(r) for r in records))
+    return
   for setup in FLAGS.setups.split(','):
     devices, gb = setup.split('x')
     for spec in FLAGS.configs.split(','):

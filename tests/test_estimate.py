@@ -1,4 +1,5 @@
 """The cost estimator: counts from the model code, and the handout's GPT-3 figures."""
+import json
 import os
 import subprocess
 import sys
@@ -152,13 +153,15 @@ def test_memory_per_device_is_what_the_mesh_puts_on_a_device(family, optimizer, 
 def test_activations_follow_rows_per_device_and_tensor_parallelism():
   # GPT tiny, batch 32 x 128, mesh 4 x 1 x 2 on 8 devices: 8 rows per device (data x fsdp
   # = 4 share the batch), t = 2.  Korthikanti eq. 2 per layer: s*b*h*(10 + 24/t + 5*a*s/(h*t)),
-  # in 16-bit units, doubled for float32 compute; plus float32 logits and their gradient
-  # with the vocabulary split over tensor: 2 * 4 * b * s * V / t.
+  # in 16-bit units, doubled for float32 compute; plus the fused head's chunk of float32
+  # logits, probabilities, their gradient and the label compare (4 arrays of
+  # min(b * s, train.loss_chunk_tokens = 1024) = 1024 positions) with the vocabulary split
+  # over tensor: 4 * 4 * 1024 * V / t.
   config = config_lib.base_config('gpt', 'tiny')
   config.parallel.update(mode='mesh', mesh_data=4, mesh_fsdp=1, mesh_tensor=2)
   s, b, h, a, t, v = 128, 8, 128, 2, 2, 8192
   layer = s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
-  expected = 2 * 2 * layer + 2 * 4 * b * s * v / t
+  expected = 2 * 2 * layer + 4 * 4 * 1024 * v / t
   e = estimate.estimate(config, 'h100', 8, 1e9, 0.4, 1.1, 0.429)
   assert e.memory_bytes['activations'] == pytest.approx(expected, rel=1e-12)
 
@@ -226,3 +229,17 @@ def test_fit_check_needs_the_devices():
   e = estimate.estimate(config, 'h100', 64, 1e9, 0.4, 1.1, 0.429)
   with pytest.raises(errors.UserError, match='--num_devices=64: this process has 8 devices'):
     estimate.fit_check(config, 64, e)
+
+
+def test_cli_compile_fakes_the_devices_it_needs():
+  # A fresh process without XLA_FLAGS: the entry point asks for 4 CPU devices itself.
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  result = subprocess.run([sys.executable, '-m', 'ptlm_jax.main.estimate',
+                           '--config=configs/gpt.py:tiny', '--num_devices=4', '--compile',
+                           '--config.parallel.mode=mesh', '--config.model.num_layers=1',
+                           '--json'], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  fit = json.loads(result.stdout.strip().splitlines()[-1])['compiled']
+  assert fit['num_devices'] == 4 and fit['argument_bytes'] > 0
+  assert 0.5 < fit['estimate_over_compiled'] < 2.0
