@@ -173,8 +173,10 @@ def test_task_runs_report_their_metric(config_file, arg, metric, tmp_path):
                                       pytest.approx(last['eval_task_entity_f1']))
 
 
-def greedy_stand_in(model, params, prompt_BxL, lengths_B, max_new_tokens):
-  """Uncached greedy decoding (GPT): the whole row again for each new token."""
+def greedy_stand_in(model, params, prompt_BxL, lengths_B, max_new_tokens, eos_id=1, pad_id=0):
+  """Uncached greedy decoding (GPT): the whole row again for each new token (rows run to
+  max_new_tokens; the caller cuts each at the tokenizer's EOS)."""
+  del eos_id, pad_id
   batch, length = prompt_BxL.shape
   tokens = np.concatenate([prompt_BxL, np.zeros((batch, max_new_tokens), np.int32)], axis=1)
   lengths, rows = np.array(lengths_B), np.arange(batch)

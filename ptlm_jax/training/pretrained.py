@@ -220,6 +220,8 @@ def _checkpoint_tokenizer(config, source: Source) -> list[str]:
           'data.tokenizer_path to the tokenizer its weights were trained with')
     config.data.tokenizer_path = own
     notes.append(f'data.tokenizer_path={own} from init.source')
+  if not os.path.exists(os.path.expanduser(config.data.tokenizer_path)):
+    return notes  # get_tokenizer names the missing file (tests may feed rows without one)
   tok = tokenizer_lib.load(config.data.tokenizer_path)
   check_tokenizer_fits(tok, config.model, directory,
                        tokenizer_lib.load(own) if own and given else None)
@@ -356,7 +358,9 @@ _HF_TOKENIZER_FILES = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'merges.txt'
 
 def _copy_tokenizer(input_path: str, output_path: str, fmt: str) -> list[str]:
   """The run's tokenizer beside the exported weights, so the dir is whole for transformers
-  (`AutoTokenizer.from_pretrained`) and for generation here."""
+  (`AutoTokenizer.from_pretrained`, an HF tokenizer's files) and for `init.source` and
+  generation here (this project's SentencePiece model as tokenizer.model, in either format)."""
+  del fmt  # both formats carry it
   import shutil  # pylint: disable=g-import-not-at-top
   from ptlm_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   if not checkpoint.is_workdir(input_path):
@@ -365,8 +369,6 @@ def _copy_tokenizer(input_path: str, output_path: str, fmt: str) -> list[str]:
   if not path or not os.path.exists(path):
     return []
   if not tokenizer_lib.is_hf(path):  # this project's SentencePiece model: read here only
-    if fmt != 'model':
-      return []
     shutil.copyfile(path, os.path.join(output_path, 'tokenizer.model'))
     return ['tokenizer.model']
   directory = path if os.path.isdir(path) else os.path.dirname(path)
