@@ -269,7 +269,7 @@ def test_shape_overrides_reach_our_config_and_both_command_lines(monkeypatch, ca
   monkeypatch.setattr(benchmark, 'FLAGS', types.SimpleNamespace(
       raw_dir='', out='', peers=['flax', 'torch'], peer_python='peer-python',
       peer_script='/peers/hf_flax_train.py', dtype='float32', steps=2, warmup=None,
-      peer_timeout=60, **dict(shape, layers=['3'])))
+      peer_timeout=60, peak_size=0, **dict(shape, layers=['3'])))
   benchmark.compare_train(1, ['t5'], ['small'])
   ours, flax, torch = cmds
   assert ours[:3] == [sys.executable, '-m', 'benchmarks.speed']
@@ -280,5 +280,6 @@ def test_shape_overrides_reach_our_config_and_both_command_lines(monkeypatch, ca
   for peer in (flax, torch):
     assert peer[-16:] == peer_args and peer[peer.index('--config') + 1] == 'small'
     assert peer[peer.index('--steps') + 1] == '2'
+    assert peer[peer.index('--dtype') + 1] == 'float32'
   summary = json.loads(capsys.readouterr().out.splitlines()[-1])
   assert summary['shape'] == shape
