@@ -237,6 +237,7 @@ def test_cli_compile_fakes_the_devices_it_needs():
   result = subprocess.run([sys.executable, '-m', 'ptlm_jax.main.estimate',
                            '--config=configs/gpt.py:tiny', '--num_devices=4', '--compile',
                            '--config.parallel.mode=mesh', '--config.model.num_layers=1',
+                           '--config.model.vocab_size=1024', '--config.data.sp_vocab_size=900',
                            '--json'], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
