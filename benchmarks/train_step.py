@@ -250,22 +250,9 @@ def _shape_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def matmul_gflops(n: int = 2048) -> dict[str, float | str]:
-  """jnp n^3 matmul GFLOP/s per dtype, as the HF Flax peer measures them: float32, bf16 x
-  bf16 -> bf16 (a plain bf16 matmul) and bf16 x bf16 -> f32 (preferred_element_type)."""
+  """jnp n^3 matmul GFLOP/s per dtype, measured as the HF Flax peer measures them."""
   from benchmarks.peers import common as peer_common  # pylint: disable=g-import-not-at-top
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-  a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
-  plain = jax.jit(jnp.matmul)
-  wide = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-  out = {}
-  for name, fn, x, y in (('float32', plain, a, b), ('bf16_to_bf16', plain, a16, b16),
-                         ('bf16_to_f32', wide, a16, b16)):
-    try:
-      out[name] = peer_common.time_matmul(lambda fn=fn, x=x, y=y: fn(x, y).block_until_ready(), n)
-    except Exception as e:  # pylint: disable=broad-except  (XLA:CPU lacks some dtype pairs)
-      out[name] = f'failed: {type(e).__name__}'
-  return out
+  return peer_common.jax_matmul_gflops(n)
 
 
 def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> float:

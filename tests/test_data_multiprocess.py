@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 def _start(out, mode, count):
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
-         'JAX_PLATFORMS': 'cpu'}
+         'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': os.path.dirname(HERE)}  # this checkout
   port = str(_free_port())
   return [subprocess.Popen([sys.executable, os.path.join(HERE, 'pipeline_processes.py'),
                             str(out), mode, str(count), str(i), port],

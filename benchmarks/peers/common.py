@@ -193,6 +193,26 @@ def time_matmul(fn, n: int, reps: int = 2) -> float:
   return round(2 * n ** 3 / best / 1e9, 1)
 
 
+def jax_matmul_gflops(n: int) -> dict:
+  """jnp n^3 matmul GFLOP/s: float32, bf16 x bf16 -> bf16 (what Dense(dtype=bf16) runs)
+  and bf16 x bf16 -> f32 (preferred_element_type).  Shared by ours and the HF Flax peer."""
+  import jax  # pylint: disable=g-import-not-at-top  (the torch peer never calls this)
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+  plain = jax.jit(jnp.matmul)
+  wide = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+  out = {}
+  for name, fn, x, y in (('float32', plain, a, b), ('bf16_to_bf16', plain, a16, b16),
+                         ('bf16_to_f32', wide, a16, b16)):
+    try:
+      out[name] = time_matmul(lambda fn=fn, x=x, y=y: fn(x, y).block_until_ready(), n)
+    except Exception as e:  # pylint: disable=broad-except  (XLA:CPU lacks some dtype pairs)
+      out[name] = f'failed: {type(e).__name__}'
+  return out
+
+
 def cpu_times():
   """(wall s, busy s of every CPU, stolen s, this process's CPU s) from /proc/stat."""
   hz = os.sysconf('SC_CLK_TCK')

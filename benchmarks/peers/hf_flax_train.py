@@ -42,24 +42,6 @@ def versions() -> dict:
               numpy=np.__version__, backend=jax.default_backend(), **common.host_info())
 
 
-def matmul_gflops(n: int) -> dict:
-  """jnp n^3 matmul GFLOP/s: float32, bf16 x bf16 -> bf16 (what Dense(dtype=bf16) runs)
-  and bf16 x bf16 -> f32 (preferred_element_type)."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-  a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
-  plain = jax.jit(jnp.matmul)
-  wide = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-  out = {}
-  for name, fn, x, y in (('float32', plain, a, b), ('bf16_to_bf16', plain, a16, b16),
-                         ('bf16_to_f32', wide, a16, b16)):
-    try:
-      out[name] = common.time_matmul(lambda fn=fn, x=x, y=y: fn(x, y).block_until_ready(), n)
-    except Exception as e:  # pylint: disable=broad-except  (XLA:CPU lacks some dtype pairs)
-      out[name] = f'failed: {type(e).__name__}'
-  return out
-
-
 def gpt2_config(c) -> GPT2Config:
   return GPT2Config(vocab_size=c['vocab'], n_embd=c['d_model'], n_layer=c['layers'],
                     n_head=c['heads'], n_inner=c['ffn'], n_positions=common.MAX_POSITIONS,
@@ -170,7 +152,7 @@ def main():
   a = common.parse_args(__doc__.splitlines()[0])
   info = versions()
   if a.peak_size:
-    info['matmul_gflops'] = dict(matmul_gflops(a.peak_size), n=a.peak_size)
+    info['matmul_gflops'] = dict(common.jax_matmul_gflops(a.peak_size), n=a.peak_size)
   if a.peak:
     best = {k: v for k, v in info.get('matmul_gflops', {}).items() if isinstance(v, float)}
     common.emit(dict(peer=PEER, kind='peak', best_gflops=best, **info), a.out)
