@@ -69,35 +69,65 @@ _FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'dtype', 'remat'
                       'attention_impl', 'layer_norm_eps', 'relative_max_distance')
 
 
+def _from_orbax(error: BaseException | None) -> bool:
+  """Whether `error` (or an exception in its cause chain) was raised inside orbax."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    tb = error.__traceback__
+    while tb is not None:
+      if f'{os.sep}orbax{os.sep}' in tb.tb_frame.f_code.co_filename:
+        return True
+      tb = tb.tb_next
+    error = error.__cause__ or error.__context__
+  return False
+
+
 class _OrbaxTracebacks(logging.Filter):
   """Drops the tracebacks that orbax's and clu's background threads log for a failed
-  write or read: the loop reports each as one line (CheckpointWriteError, a failed metrics
-  write, or the warning that sets a step aside)."""
+  write or read, and asyncio's 'exception was never retrieved' for orbax's abandoned
+  writes: the loop reports each failure as one line (CheckpointWriteError, a failed
+  metrics write, or the warning that sets a step aside)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.exc_info and any(f'{os.sep}{name}{os.sep}' in record.pathname
-                                        for name in ('orbax', 'clu')))
+    if not record.exc_info:
+      return True
+    if any(f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'clu')):
+      return False
+    return not (record.name == 'asyncio' and _from_orbax(record.exc_info[1]))
 
 
 def _quiet_orbax_tracebacks() -> None:
-  logger = logging.getLogger('absl')
-  if not any(isinstance(f, _OrbaxTracebacks) for f in logger.filters):
-    logger.addFilter(_OrbaxTracebacks())
+  for name in ('absl', 'asyncio'):
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _OrbaxTracebacks) for f in logger.filters):
+      logger.addFilter(_OrbaxTracebacks())
 
 
-def _ignore_closed_event_loop() -> None:
-  """After a failed read, tensorstore may complete its remaining futures once orbax's event
-  loop has closed; asyncio then raises 'Event loop is closed' where no one can catch it,
-  and Python prints it as a traceback.  The step was already reported and set aside."""
+def _orbax_leftover(unraisable) -> bool:
+  """Whether an unraisable exception is debris of an orbax read or write that already
+  failed: tensorstore completing a future once orbax's event loop has closed ('Event loop
+  is closed'), or one of orbax's coroutines raising as it is closed unfinished."""
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return True
+  code = getattr(unraisable.object, 'cr_code', None)
+  in_orbax = code is not None and f'{os.sep}orbax{os.sep}' in code.co_filename
+  return in_orbax or _from_orbax(error)
+
+
+def _ignore_orbax_leftovers() -> None:
+  """Keeps the debris of a failed orbax read or write (see `_orbax_leftover`) from being
+  printed as tracebacks, which Python does where no one can catch them.  The failure
+  itself was already reported as one line."""
   previous = sys.unraisablehook
-  if getattr(previous, 'ptlm_ignores_closed_loop', False):
+  if getattr(previous, 'ptlm_ignores_orbax_leftovers', False):
     return
 
   def hook(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == 'Event loop is closed'):
+    if not _orbax_leftover(unraisable):
       previous(unraisable)
-  hook.ptlm_ignores_closed_loop = True
+  hook.ptlm_ignores_orbax_leftovers = True
   sys.unraisablehook = hook
 
 
@@ -221,6 +251,7 @@ class Checkpointer:
         preservation_policy=cm.AnyPreservationPolicy(policies),
         enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
     _quiet_orbax_tracebacks()
+    _ignore_orbax_leftovers()
     self.manager = self._open(options)
     self._pending: int | None = None  # the step whose asynchronous save may still fail
 
@@ -363,7 +394,7 @@ class Checkpointer:
   def _set_aside(self, step: int, error: Exception | None) -> None:
     reason = (f'{type(error).__name__}: {_first_line(error)}' if error is not None
               else 'unreadable on another process')
-    _ignore_closed_event_loop()
+    _ignore_orbax_leftovers()
     target = os.path.join(os.path.dirname(self.directory), 'checkpoints_corrupt',
                           f'{step}-{int(time.time())}')
     _warn(f'checkpoint {self.directory}/{step} cannot be restored ({reason}); moved to '
