@@ -1,27 +1,40 @@
-"""The runs of the objective comparison: configs, matched compute, fine-tuning recipe.
+"""The runs of the objective comparison: arms, one optimizer, matched compute, fine-tuning.
 
   settings = plan.Settings(corpus='news')
-  runs = plan.pretraining_runs(settings, seed=0)     # bert/mlm, gpt/causal_lm, t5/span_corruption
+  runs = plan.pretraining_runs(settings, seed=0)     # one per arm, e.g. gpt:prefix_lm
   for run in runs: run.config.train.steps            # chosen so that steps x FLOPs/step match
   ft = plan.finetune_config(settings, 'bert', source=workdir, seed=0)
 
-Compute is matched in training FLOPs.  Each family's FLOPs per step come from
-`step_flops`, which makes the same calls as the trainer before it prints "... FLOPs
-per step" (train.run: the abstract state of the real model and objective, then
+Arms.  An arm is (architecture, objective): `bert:mlm`, `gpt:causal_lm`, `gpt:prefix_lm`,
+`t5:span_corruption`, `t5:prefix_lm` by default (`--arms`).  The default holds one factor
+fixed in pairs (`attribution_pairs`): the same architecture with two objectives (GPT:
+causal vs prefix LM; T5: span corruption vs prefix LM) and the same objective on two
+architectures (prefix LM on the decoder-only and on the encoder-decoder), as the T5 paper
+(Raffel et al. 2020, Tables 2 and 4) separates them; BERT's MLM stays as the reference.
+
+One optimizer.  Every arm trains with the same optimizer, peak learning rate, warmup and
+decay (`OPTIMIZERS[settings.optimizer]`: AdamW at 1e-3, 10% warmup, linear decay by
+default), so no difference comes from Adafactor or a schedule; `--optimizer=family` gives
+each family its own (BERT / GPT AdamW, T5 Adafactor at 1e-2, inverse square root), the
+setup of the papers.
+
+Compute is matched in training FLOPs.  Each arm's FLOPs per step come from `step_flops`,
+which makes the same calls as the trainer before it prints "... FLOPs per step"
+(train.run: the abstract state of the real model and objective, then
 flops.flops_per_step over the lengths the objective feeds the model); each run then gets
-steps = round(budget / FLOPs per step), so the totals agree to within half a step.  The
-three runs share the tokenizer, the model width and depth, the row length, the batch
-and the document order (data.shuffle_seed), so only the objective (and the
-architecture it implies) differs.  T5's span corruption reads rows of
-`objective.raw_length` > seq_len packed tokens, so it sees a little more text per step;
-the report lists the tokens each run read.
+steps = round(budget / FLOPs per step), so the totals agree to within half a step.  All
+runs share the tokenizer, the model width and depth, the row length, the batch and the
+document order (data.shuffle_seed), so only the objective and the architecture differ.
+T5's span corruption reads rows of `objective.raw_length` > seq_len packed tokens, so it
+sees a little more text per step; the report lists the tokens each run read.
 
 Fine-tuning (rotten_tomatoes and shakespeare_ner, the same recipe for every model): a
 classification head on the mean of the final hidden states (sentiment) or a token
 classification head (NER), AdamW with linear warmup and decay, `finetune_steps` /
 `ner_steps` updates of batch 32, `finetune_seeds` seeds; the pretrained model starts from
 the pretraining workdir (init.source), the from-scratch model is the identical config with
-random weights (same tokenizer, architecture, seeds, data order and dropout).
+random weights (same tokenizer, architecture, seeds, data order and dropout): one per
+architecture, shared by the arms of that architecture.
 """
 from __future__ import annotations
 
@@ -29,10 +42,83 @@ import dataclasses
 import math
 import os
 
-from ptlm_jax import config_lib
+from ptlm_jax import config_lib, errors, families
 
 FAMILIES = ('bert', 'gpt', 't5')
-OBJECTIVE = {'bert': 'mlm', 'gpt': 'causal_lm', 't5': 'span_corruption'}
+OBJECTIVE = {'bert': 'mlm', 'gpt': 'causal_lm', 't5': 'span_corruption'}  # each family's own
+DEFAULT_ARMS = 'bert:mlm,gpt:causal_lm,gpt:prefix_lm,t5:span_corruption,t5:prefix_lm'
+ARCHITECTURE = {'bert': 'encoder', 'gpt': 'decoder-only', 't5': 'encoder-decoder'}
+OBJECTIVE_WORDS = {'mlm': 'masked LM', 'causal_lm': 'causal LM', 'prefix_lm': 'prefix LM',
+                   'span_corruption': 'span corruption', 'ul2': 'UL2'}
+
+# The one optimizer every arm shares (optim.* fields); warmup is 10% of each run's steps.
+# 'family' keeps each family's own (config_lib: BERT / GPT AdamW, T5 Adafactor, rsqrt).
+OPTIMIZERS = {
+    'adamw': dict(optimizer='adamw', lr=1e-3, decay='linear', b1=0.9, b2=0.98, eps=1e-8,
+                  weight_decay=0.01),
+    'adafactor': dict(optimizer='adafactor', lr=1e-2, decay='rsqrt', weight_decay=0.0),
+    'family': {},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One pretraining setup of the comparison: an architecture (family) and an objective."""
+  family: str
+  objective: str
+
+  @property
+  def name(self) -> str:
+    return f'{self.family}:{self.objective}'
+
+  @property
+  def dirname(self) -> str:
+    """Its pretraining workdir under `<workdir>/seed<k>/`."""
+    return f'{self.family}-{self.objective}-pretrain'
+
+  @property
+  def words(self) -> str:
+    return f'{OBJECTIVE_WORDS.get(self.objective, self.objective)} on the {ARCHITECTURE[self.family]}'
+
+
+def parse_arms(text: str, flag: str = '--arms') -> tuple[Arm, ...]:
+  """'bert:mlm,gpt:prefix_lm' -> Arms; UserError naming the flag and the accepted pairs."""
+  accepted = ', '.join(f'{f}:{o}' for f in FAMILIES for o in families.get(f).objectives)
+  arms = []
+  for item in [x.strip() for x in str(text).split(',') if x.strip()]:
+    family, _, objective = item.partition(':')
+    if family not in FAMILIES or objective not in families.get(family).objectives:
+      raise errors.UserError(f'{flag}={text}: {item!r} is not an arm: expected '
+                             f'architecture:objective, one of {accepted}')
+    arm = Arm(family, objective)
+    if arm in arms:
+      raise errors.UserError(f'{flag}={text}: {item!r} is listed twice')
+    arms.append(arm)
+  if not arms:
+    raise errors.UserError(f'{flag}={text!r}: expected at least one arm ({accepted})')
+  return tuple(arms)
+
+
+def attribution_pairs(arms) -> list[tuple[Arm, Arm, str]]:
+  """(a, b, the factor held fixed) for every pair of arms that differ in one factor only:
+  'architecture' (same family, two objectives) or 'objective' (same objective, two
+  families).  In the order of `arms`."""
+  pairs = []
+  for i, a in enumerate(arms):
+    for b in arms[i + 1:]:
+      if a.family == b.family:
+        pairs.append((a, b, 'architecture'))
+      elif a.objective == b.objective:
+        pairs.append((a, b, 'objective'))
+  return pairs
+
+
+def apply_optimizer(config, name: str) -> None:
+  """Sets config.optim to the shared optimizer `name` (OPTIMIZERS); warmup is 10% of steps."""
+  if name not in OPTIMIZERS:
+    raise errors.UserError(f'--optimizer={name}: expected one of {", ".join(OPTIMIZERS)}')
+  config.optim.update(OPTIMIZERS[name])
+  config.optim.warmup_steps = max(1, config.train.steps // 10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,20 +149,31 @@ class Settings:
   ner_train_split: str = 'train[:4000]'  # labelled speeches
   min_steps: int = 1                # a floor on pretraining steps
   num_devices: int = 0              # devices each run uses (0: all)
+  arms: str = DEFAULT_ARMS          # architecture:objective, comma-separated (parse_arms)
+  optimizer: str = 'adamw'          # shared by every arm: OPTIMIZERS
+  probe: bool = True                # a linear probe (probe.py) at every pretraining evaluation
+  probe_train_examples: int = 2000  # rotten_tomatoes train snippets the probe fits on
 
 
 @dataclasses.dataclass
 class Run:
-  family: str
-  objective: str
+  arm: Arm
   config: object          # ml_collections.ConfigDict
   flops_per_step: float   # as the trainer counts them (model + head)
   params: int
   row_length: int         # packed tokens read per row
 
+  @property
+  def family(self) -> str:
+    return self.arm.family
 
-def base_pretraining_config(settings: Settings, family: str, seed: int):
-  """The family's tiny config at the comparison's shared sizes (steps not yet set)."""
+  @property
+  def objective(self) -> str:
+    return self.arm.objective
+
+
+def base_pretraining_config(settings: Settings, family: str, seed: int, objective: str = ''):
+  """The arm's tiny config at the comparison's shared sizes (steps and optimizer not yet set)."""
   s = settings
   c = config_lib.base_config(family, 'tiny')
   c.data.corpus = s.corpus
@@ -92,7 +189,7 @@ def base_pretraining_config(settings: Settings, family: str, seed: int):
   c.model.d_ff = 4 * s.d_model if family != 't5' else max(64, round(8 * s.d_model / 3 / 64) * 64)
   # A run this short is far from overfitting: dropout would only slow it down.
   c.model.dropout_rate = c.model.attention_dropout_rate = 0.0
-  c.objective.name = OBJECTIVE[family]
+  c.objective.name = objective or OBJECTIVE[family]
   c.train.seed = seed
   c.train.batch_size = s.batch_size
   c.train.eval_steps = s.eval_steps
@@ -124,11 +221,13 @@ def step_flops(config) -> tuple[float, int, int]:
   return step['model'] + step['head'], counts['params_total'], spec.row_length
 
 
-def pretraining_runs(settings: Settings, seed: int) -> list[Run]:
-  """The three runs with steps chosen so that steps x FLOPs/step = budget (rounded)."""
+def pretraining_runs(settings: Settings, seed: int, arms=None) -> list[Run]:
+  """One run per arm with steps x FLOPs/step = budget (rounded), all on the one optimizer.
+
+  arms: Arms (default: settings.arms)."""
   runs = []
-  for family in FAMILIES:
-    c = base_pretraining_config(settings, family, seed)
+  for arm in arms or parse_arms(settings.arms):
+    c = base_pretraining_config(settings, arm.family, seed, arm.objective)
     per_step, params, row_length = step_flops(c)
     steps = max(settings.min_steps, round(settings.budget_flops / per_step))
     t = c.train
@@ -136,9 +235,10 @@ def pretraining_runs(settings: Settings, seed: int) -> list[Run]:
     t.eval_every = math.ceil(steps / settings.eval_points)  # the last one lands on `steps`
     t.log_every = max(1, min(t.eval_every, steps // 20))
     t.checkpoint_every = steps
+    apply_optimizer(c, settings.optimizer)
     c.optim.warmup_steps = max(1, steps // 10)
     config_lib.validate(c)
-    runs.append(Run(family, OBJECTIVE[family], c, per_step, params, row_length))
+    runs.append(Run(arm, c, per_step, params, row_length))
   return runs
 
 
