@@ -41,9 +41,28 @@ flags.DEFINE_string('finetune_train_split', _DEFAULTS.finetune_train_split,
 flags.DEFINE_integer('ner_steps', _DEFAULTS.ner_steps, 'shakespeare_ner fine-tuning updates (batch 32).')
 flags.DEFINE_string('ner_train_split', _DEFAULTS.ner_train_split,
                     "Labelled shakespeare_ner speeches used, e.g. 'train[:2000]'.")
+flags.DEFINE_string('arms', _DEFAULTS.arms,
+                    'architecture:objective pairs, comma-separated (bert:mlm, gpt:causal_lm, '
+                    'gpt:prefix_lm, t5:span_corruption, t5:prefix_lm, t5:ul2).')
+flags.DEFINE_enum('optimizer', _DEFAULTS.optimizer, list(plan.OPTIMIZERS),
+                  'One optimizer and schedule for every arm (family: each its own, confounded).')
+flags.DEFINE_bool('probe', _DEFAULTS.probe,
+                  'A linear probe (rotten_tomatoes) at every pretraining evaluation.')
+flags.DEFINE_enum('preset', 'laptop', ['laptop', 'pod'],
+                  'laptop: this job; pod: base-size arms on c4/en with GLUE, written as a sweep '
+                  'for a TPU VM (experiments/compare_objectives/pod.py).')
+flags.DEFINE_bool('dry_run', False, 'With --preset=pod: print every run, its FLOPs, steps and '
+                  'estimated TPU-hours; write nothing.')
 
 
 def run():
+  arms = plan.parse_arms(FLAGS.arms)
+  if FLAGS.preset == 'pod':
+    from experiments.compare_objectives import pod  # pylint: disable=g-import-not-at-top
+    pod.main(arms, FLAGS.optimizer, FLAGS.workdir, FLAGS.dry_run)
+    return
+  if FLAGS.dry_run:
+    raise errors.UserError('--dry_run is for --preset=pod (this job prints its runs as it goes)')
   for name in ('seeds', 'finetune_seeds'):
     if FLAGS[name].value < 1:
       raise errors.UserError(f'--{name}={FLAGS[name].value} is invalid: expected an integer >= 1')
@@ -55,7 +74,8 @@ def run():
       _DEFAULTS, corpus=FLAGS.corpus, budget_flops=FLAGS.budget_flops,
       finetune_steps=FLAGS.finetune_steps, finetune_lr=FLAGS.finetune_lr,
       finetune_train_split=FLAGS.finetune_train_split, finetune_seeds=FLAGS.finetune_seeds,
-      tasks=tuple(FLAGS.tasks), ner_steps=FLAGS.ner_steps, ner_train_split=FLAGS.ner_train_split)
+      tasks=tuple(FLAGS.tasks), ner_steps=FLAGS.ner_steps, ner_train_split=FLAGS.ner_train_split,
+      arms=','.join(a.name for a in arms), optimizer=FLAGS.optimizer, probe=FLAGS.probe)
   cli.quiet_logs()  # after the flag checks: it imports TensorFlow
   started = time.perf_counter()
   results = runner.run(settings, FLAGS.workdir, seeds=FLAGS.seeds)
@@ -65,7 +85,7 @@ def run():
   with open(paths['report'], encoding='utf-8') as f:
     print(f.read())
   print(f"[compare] done in {results.seconds / 60:.1f} min. Report: {paths['report']}")
-  print(f"[compare] plots: {paths['loss_plot']}, {paths['accuracy_plot']}")
+  print(f"[compare] plots: {', '.join(v for k, v in paths.items() if k != 'report')}")
 
 
 if __name__ == '__main__':

@@ -18,14 +18,19 @@ from experiments.compare_objectives import analysis, plan
 
 REPORT = 'report.md'
 LOSS_PLOT = 'val_loss_vs_flops.png'
+PROBE_PLOT = 'probe_vs_flops.png'
 ACCURACY_PLOT = 'downstream_accuracy.png'
 COLORS = {'bert': 'tab:blue', 'gpt': 'tab:orange', 't5': 'tab:green'}
+STYLES = {'mlm': '-', 'causal_lm': '-', 'span_corruption': '-', 'prefix_lm': '--', 'ul2': ':'}
 
-PRETRAIN_HEADER = ('objective', 'family', 'params', 'steps', 'tokens seen', 'training FLOPs',
-                   'val loss', 'val accuracy', 'val perplexity', 'wall time (s)')
-DOWNSTREAM_HEADER = ('objective', 'family', 'runs', 'pretrained [95% CI]', 'from scratch [95% CI]',
+PRETRAIN_HEADER = ('arm', 'architecture', 'params', 'steps', 'tokens seen', 'training FLOPs',
+                   'val loss (own objective)', 'val accuracy', 'val perplexity',
+                   'probe accuracy [95% CI]', 'wall time (s)')
+DOWNSTREAM_HEADER = ('arm', 'runs', 'pretrained [95% CI]', 'from scratch [95% CI]',
                      'gain (points) [95% CI]', 'p bootstrap', 'p sign-flip', 'McNemar p per run',
                      'rank [95% CI]', 'P(best)')
+PAIR_HEADER = ('held fixed', 'a', 'b', 'a minus b (points) [95% CI]', 'p bootstrap',
+               'p sign-flip')
 BASELINE_HEADER = ('baseline', 'score [95% CI]')
 ALPHA = 0.05
 
@@ -43,23 +48,20 @@ def _cell(values, fmt: str) -> str:
   return f"{format(mean, fmt)} ± {format(std, fmt.lstrip('+'))}"  # a spread has no sign
 
 
-def _by_family(items, family):
-  return [x for x in items if x.family == family]
-
-
-def pretraining_rows(results) -> list[list[str]]:
+def pretraining_rows(results, probe: analysis.ProbeSummary | None = None) -> list[list[str]]:
   rows = []
-  for family in plan.FAMILIES:
-    runs = _by_family(results.pretraining, family)
-    if not runs:
-      continue
+  for arm in dict.fromkeys(r.arm for r in results.pretraining):
+    runs = [r for r in results.pretraining if r.arm == arm]
     first = runs[0]
-    rows.append([first.objective, family, f'{first.params:,}', _cell([r.steps for r in runs], '.0f'),
+    final = probe.final.get(arm) if probe else None
+    rows.append([arm, plan.ARCHITECTURE[first.family], f'{first.params:,}',
+                 _cell([r.steps for r in runs], '.0f'),
                  _cell([r.tokens for r in runs], ',.0f'),
                  _cell([r.steps * r.flops_per_step for r in runs], '.3e'),
                  _cell([r.eval_loss for r in runs], '.4f'),
                  _cell([r.eval_accuracy for r in runs], '.4f'),
                  _cell([r.eval_perplexity for r in runs], '.1f'),
+                 _ci(final) if final else '–',
                  _cell([r.seconds for r in runs], '.0f')])
   return rows
 
@@ -77,7 +79,7 @@ def downstream_rows(summary: analysis.TaskSummary) -> list[list[str]]:
   for o in summary.objectives.values():
     mcnemar = ', '.join(stats.format_p(m.p) for m in o.mcnemar) or '–'
     r = o.rank
-    rows.append([o.objective, o.family, str(o.runs), _ci(o.pretrained), _ci(o.scratch),
+    rows.append([o.arm.name, str(o.runs), _ci(o.pretrained), _ci(o.scratch),
                  _ci(o.gain, '+'), stats.format_p(o.gain.p_boot), stats.format_p(o.gain.p_flip),
                  mcnemar,
                  f'{r.observed:g} [{r.low:g}, {r.high:g}]', f'{r.p_best:.2f}'])
@@ -87,15 +89,40 @@ def downstream_rows(summary: analysis.TaskSummary) -> list[list[str]]:
 def baseline_rows(summary: analysis.TaskSummary) -> tuple[list[str], list[list[str]]]:
   """Baselines, then each objective's pretrained score minus each baseline (with p)."""
   rows = [[name, _ci(e)] for name, e in summary.baselines.items()]
-  header = ['objective (pretrained) minus'] + [f'{b} [95% CI], p' for b in summary.baselines]
-  diffs = [[o.objective] + [f'{_ci(d, "+")}, p {stats.format_p(d.p)}'
+  header = ['arm (pretrained) minus'] + [f'{b} [95% CI], p' for b in summary.baselines]
+  diffs = [[o.arm.name] + [f'{_ci(d, "+")}, p {stats.format_p(d.p)}'
                             for d in o.vs_baseline.values()] for o in summary.objectives.values()]
   return rows, [header] + diffs
 
 
 def _names(objs) -> str:
-  return ', '.join(f'{o.objective} ({o.family}, {100 * o.gain.value:+.1f} points, p '
+  return ', '.join(f'{o.arm.name} ({100 * o.gain.value:+.1f} points, p '
                    f'{stats.format_p(o.gain.p)})' for o in objs)
+
+
+def pair_rows(pairs) -> list[list[str]]:
+  return [[p.fixed, p.a.name, p.b.name, _ci(p.difference, '+'),
+           stats.format_p(p.difference.p_boot), stats.format_p(p.difference.p_flip)]
+          for p in pairs]
+
+
+def attribution(pair: analysis.Pair) -> str:
+  """One pair in words: which factor is held, who beats whom by how much, or no difference."""
+  a, b, d = pair.a, pair.b, pair.difference
+  if pair.fixed == 'architecture':
+    context = f'on the {plan.ARCHITECTURE[a.family]}'
+    x, y = plan.OBJECTIVE_WORDS[a.objective], plan.OBJECTIVE_WORDS[b.objective]
+  else:
+    context = f'with {plan.OBJECTIVE_WORDS[a.objective]}'
+    x, y = f'the {plan.ARCHITECTURE[a.family]}', f'the {plan.ARCHITECTURE[b.family]}'
+  interval = f'[{_pts(abs(d.low) if d.value > 0 else -d.high)}, ' \
+             f'{_pts(d.high if d.value > 0 else -d.low)}]'
+  if d.p < ALPHA:
+    winner, loser = (x, y) if d.value > 0 else (y, x)
+    return (f'{context}, {winner} beats {loser} by {100 * abs(d.value):.1f} points {interval}, '
+            f'p {stats.format_p(d.p)}')
+  return (f'{context}, {x} and {y} do not differ significantly ({x} minus {y}: '
+          f'{_ci(d, "+")} points, p {stats.format_p(d.p)})')
 
 
 def verdict(summary: analysis.TaskSummary) -> str:
@@ -118,17 +145,20 @@ def verdict(summary: analysis.TaskSummary) -> str:
   best = min(objs, key=lambda o: o.rank.observed)
   r = best.rank
   if r.high <= 1:
-    out.append(f'{best.objective} transfers best: it ranks first in every resample '
+    out.append(f'{best.arm.name} transfers best: it ranks first in every resample '
                f'({metric} {_ci(best.pretrained)}).')
   else:
-    out.append(f'The ranking is not settled: {best.objective} has the best {metric} '
+    out.append(f'The ranking is not settled: {best.arm.name} has the best {metric} '
                f'({_ci(best.pretrained)}) but ranks first in only {100 * r.p_best:.0f}% of '
                f'the resamples (rank interval [{r.low:g}, {r.high:g}]).')
+  if summary.pairs:
+    out.append('Attribution (one factor held fixed): '
+               + '; '.join(attribution(p) for p in summary.pairs) + '.')
   for name, e in summary.baselines.items():
     beat = [o for o in objs if o.vs_baseline[name].p < ALPHA and o.vs_baseline[name].value > 0]
     lose = [o for o in objs if o.vs_baseline[name].p < ALPHA and o.vs_baseline[name].value < 0]
     d = best.vs_baseline[name]
-    line = (f'Against the {name} baseline ({_ci(e)}): the best objective is '
+    line = (f'Against the {name} baseline ({_ci(e)}): the best arm is '
             f'{100 * d.value:+.1f} points [{_pts(d.low)}, {_pts(d.high)}], p '
             f'{stats.format_p(d.p)}; ')
     if len(beat) == len(objs):
@@ -152,15 +182,38 @@ def _plot_losses(path: str, results) -> None:
   for r in results.pretraining:
     if not r.curve:
       continue
-    label = f'{r.objective} ({r.family})' if r.family not in labelled else None
-    labelled.add(r.family)
+    label = r.arm if r.arm not in labelled else None
+    labelled.add(r.arm)
     ax.plot([c[0] for c in r.curve], [c[1] for c in r.curve], marker='o', markersize=3,
-            color=COLORS[r.family], label=label, alpha=0.9)
+            color=COLORS[r.family], linestyle=STYLES.get(r.objective, '-'), label=label, alpha=0.9)
   ax.set_xlabel('training FLOPs')
   ax.set_ylabel('validation loss (own objective, nats/target)')
-  ax.set_title('Pretraining at matched compute')
+  ax.set_title('Pretraining at matched compute (each on its own objective)')
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot_probe(path: str, probe: analysis.ProbeSummary) -> None:
+  """Probe accuracy against training FLOPs, one line per arm, 95% intervals as bands."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  for arm, curve in probe.curves.items():
+    family, objective = arm.split(':')
+    x = [f for f, _ in curve]
+    ax.plot(x, [100 * e.value for _, e in curve], marker='o', markersize=3, color=COLORS[family],
+            linestyle=STYLES.get(objective, '-'), label=arm)
+    ax.fill_between(x, [100 * e.low for _, e in curve], [100 * e.high for _, e in curve],
+                    color=COLORS[family], alpha=0.12)
+  ax.set_xlabel('training FLOPs')
+  ax.set_ylabel('linear probe accuracy, rotten_tomatoes validation (%)')
+  ax.set_title('One metric for every arm during pretraining')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -189,7 +242,7 @@ def _plot_downstream(path: str, summaries: dict[str, analysis.TaskSummary]) -> N
       ax.axhline(100 * e.value, color='black', linewidth=0.9, linestyle=style,
                  label=f'{name} ({100 * e.value:.1f})')
     ax.set_xticks(range(len(objs)))
-    ax.set_xticklabels([f'{o.objective}\n({o.family})' for o in objs])
+    ax.set_xticklabels([f'{o.objective}\n({o.family})' for o in objs], fontsize=8)
     ax.set_ylabel(f'{summary.task} validation {summary.metric_label} (%)')
     ax.set_title(f'{summary.task}: mean of {objs[0].runs if objs else 0} runs, 95% intervals')
     ax.legend(loc='lower right', fontsize=8)
@@ -207,9 +260,10 @@ def _recipe(s: plan.Settings, task: str) -> str:
     what, steps, split = 'a token-classification head', s.ner_steps, s.ner_train_split
   return (f'Recipe: {what}, AdamW at {s.finetune_lr:g} with 10% warmup and linear decay, '
           f'{steps} steps of batch {s.finetune_batch_size} on `{split}`, dropout 0.1; '
-          f'{s.finetune_seeds} fine-tuning seeds per model (seed = pretraining seed + 1000 x '
+          f'{s.finetune_seeds} fine-tuning seed(s) per model (seed = pretraining seed + 1000 x '
           'fine-tuning seed: head initialisation, data order, dropout; the from-scratch model '
-          'of a pair uses the same seed). The recipe was chosen by measuring validation '
+          'of an architecture uses the same seeds and serves every arm of that architecture). '
+          'The recipe was chosen by measuring validation '
           'curves of longer runs (README, "Fine-tuning recipe").')
 
 
@@ -230,10 +284,31 @@ STATISTICS_NOTE = (
     'bootstrap holds the run-to-run noise but is too eager when only a few examples differ; '
     'the permutation test is the reverse; so every verdict and every "p" outside the gain '
     'columns is the larger of the two. The rank '
-    'orders the objectives by pretrained score in each replicate (1 = best; ties share), and '
-    'P(best) is the share of replicates in which an objective ranks first. The p-values are '
-    'not adjusted for multiple comparisons: with 3 gains on each of 2 tasks, a '
-    'Bonferroni-safe threshold is 0.05 / 6 = 0.0083.')
+    'orders the arms by pretrained score in each replicate (1 = best; ties share), and '
+    'P(best) is the share of replicates in which an arm ranks first. An attribution pair is '
+    'two pretrained arms that share one factor (the architecture, or the objective), '
+    'compared the same paired way. The p-values are not adjusted for multiple comparisons '
+    '(a Bonferroni-safe threshold divides 0.05 by the number of tests you read together).')
+PROBE_NOTE = (
+    'The probe: at every pretraining evaluation, the frozen model embeds rotten_tomatoes '
+    'snippets (the mean of the final hidden states over the real tokens: the encoder of BERT '
+    'and T5, the decoder stack of GPT; a GPT trained with prefix LM reads the whole snippet as '
+    'its prefix, bidirectionally), and multinomial logistic regression on the standardised '
+    'features (scipy L-BFGS, scikit-learn\'s objective; L2 by 4-fold cross-validation) is fit '
+    'on {train} training snippets and scored on the {examples:,} validation snippets '
+    '(ptlm_jax/finetune/probe.py). Unlike each objective\'s own loss, it is one metric for '
+    'every arm. Intervals: 95% bootstrap over the validation examples'
+    '{seeds}; a pair\'s p is the larger of the paired bootstrap and the sign-flip test '
+    '(McNemar for one run).')
+
+
+def _optimizer_words(s: plan.Settings) -> str:
+  if s.optimizer == 'family':
+    return ('each family\'s own optimizer (BERT and GPT: AdamW at 1e-3, linear decay; T5: '
+            'Adafactor at 1e-2, inverse square root), so optimizer and objective are confounded')
+  o = plan.OPTIMIZERS[s.optimizer]
+  return (f'one optimizer for every arm: {o["optimizer"]} at a peak learning rate of '
+          f'{o["lr"]:g}, 10% warmup and {o["decay"]} decay')
 
 
 def write(results, workdir: str, seeds: int) -> dict[str, str]:
@@ -241,38 +316,65 @@ def write(results, workdir: str, seeds: int) -> dict[str, str]:
   paths = {'report': os.path.join(workdir, REPORT), 'loss_plot': os.path.join(workdir, LOSS_PLOT),
            'accuracy_plot': os.path.join(workdir, ACCURACY_PLOT)}
   summaries = analysis.summarize(results)
+  probe = analysis.summarize_probe(results)
   _plot_losses(paths['loss_plot'], results)
   _plot_downstream(paths['accuracy_plot'], summaries)
+  if probe:
+    paths['probe_plot'] = os.path.join(workdir, PROBE_PLOT)
+    _plot_probe(paths['probe_plot'], probe)
+  arms = list(dict.fromkeys(r.arm for r in results.pretraining))
   lines = [
-      '# Pretraining objectives at matched compute',
+      '# Pretraining objectives at matched compute: objective separated from architecture',
       '',
-      f'Tiny models (d_model {s.d_model}, {s.num_layers} layers, T5: {s.num_layers} + '
-      f'{s.num_layers}; {s.num_heads} heads) pretrained on the `{s.corpus}` corpus with one '
+      f'Arms (architecture:objective): {", ".join(f"`{a}`" for a in arms)}. Tiny models '
+      f'(d_model {s.d_model}, {s.num_layers} layers, T5: {s.num_layers} + {s.num_layers}; '
+      f'{s.num_heads} heads) pretrained on the `{s.corpus}` corpus with one '
       f'{s.sp_vocab_size}-piece tokenizer, rows of {s.seq_len} tokens, batch {s.batch_size}, '
-      'the same document order, and the same training compute: FLOPs per step from '
-      '`ptlm_jax/flops.py` (the figure the trainer prints), steps = round('
+      f'the same document order, {_optimizer_words(s)}, and the same training compute: FLOPs '
+      'per step from `ptlm_jax/flops.py` (the figure the trainer prints), steps = round('
       f'{s.budget_flops:.3g} / FLOPs per step). '
       + (f'{seeds} pretraining seeds' if seeds > 1 else 'One pretraining seed')
-      + f', {s.finetune_seeds} fine-tuning seeds per pretrained model and task.',
+      + f', {s.finetune_seeds} fine-tuning seed(s) per model and task.',
       '',
       '## What the data show',
       '',
   ]
+  if probe:
+    lines += [f'- **linear probe** (rotten_tomatoes, {probe.examples:,} validation examples, at '
+              'the end of pretraining): ' + _probe_verdict(probe), '']
   for task, summary in summaries.items():
     lines += [f'- **{task}** ({summary.examples:,} validation examples): {verdict(summary)}', '']
   lines += [
       '## Pretraining',
       '',
-      collect.markdown_table(PRETRAIN_HEADER, pretraining_rows(results)),
+      collect.markdown_table(PRETRAIN_HEADER, pretraining_rows(results, probe)),
       '',
       'Validation loss, accuracy and perplexity are over each objective\'s own targets '
-      '(masked pieces, next pieces, corrupted spans), so they rank runs of one objective, not '
-      'the objectives against each other; tokens seen are the packed positions read (span '
-      'corruption reads longer raw rows than it feeds the encoder).',
+      '(masked pieces, next pieces, corrupted spans, the suffix of a prefix LM), so they rank '
+      'runs of one objective, not the objectives against each other; the probe is the '
+      'common metric. Tokens seen are the packed positions read (span corruption reads '
+      'longer raw rows than it feeds the encoder).',
       '',
       f'![validation loss against training FLOPs]({LOSS_PLOT})',
       '',
   ]
+  if probe:
+    lines += [
+        '## The probe during pretraining',
+        '',
+        PROBE_NOTE.format(train=s.probe_train_examples, examples=probe.examples,
+                          seeds=', and the pretraining seeds' if seeds > 1 else ''),
+        '',
+        f'![probe accuracy against training FLOPs]({PROBE_PLOT})',
+        '',
+        collect.markdown_table(('arm',) + tuple(f'eval {i + 1}' for i in range(
+            max(len(c) for c in probe.curves.values()))), [
+                [arm] + [f'{_ci(e)} at {f:.2e}' for f, e in curve]
+                for arm, curve in probe.curves.items()]),
+        '',
+    ]
+    if probe.pairs:
+      lines += [collect.markdown_table(PAIR_HEADER, pair_rows(probe.pairs)), '']
   for task, summary in summaries.items():
     base, diffs = baseline_rows(summary)
     lines += [
@@ -282,6 +384,11 @@ def write(results, workdir: str, seeds: int) -> dict[str, str]:
         '',
         collect.markdown_table(DOWNSTREAM_HEADER, downstream_rows(summary)),
         '',
+    ]
+    if summary.pairs:
+      lines += ['Attribution: pretrained arms that share one factor.', '',
+                collect.markdown_table(PAIR_HEADER, pair_rows(summary.pairs)), '']
+    lines += [
         collect.markdown_table(BASELINE_HEADER, base),
         '',
         collect.markdown_table(diffs[0], diffs[1:]),
@@ -295,13 +402,23 @@ def write(results, workdir: str, seeds: int) -> dict[str, str]:
       f'![downstream scores with 95% intervals]({ACCURACY_PLOT})',
       '',
       f'Total wall time: {results.seconds / 60:.1f} min (tokenizer, FLOPs count, '
-      f'{len(results.pretraining)} pretraining and {len(results.finetuning)} fine-tuning runs, '
-      'baselines, statistics).',
+      f'{len(results.pretraining)} pretraining runs with '
+      f'{sum(len(r.probe_counts) for r in results.pretraining)} probe points, '
+      f'{len(results.finetuning)} fine-tuning runs, baselines, statistics).',
       '',
   ]
   with open(paths['report'], 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines))
   return paths
+
+
+def _probe_verdict(probe: analysis.ProbeSummary) -> str:
+  best = max(probe.final, key=lambda a: probe.final[a].value)
+  out = [f'{best} probes best ({_ci(probe.final[best])}); '
+         + ', '.join(f'{a} {_ci(e)}' for a, e in probe.final.items() if a != best) + '.']
+  if probe.pairs:
+    out.append('Attribution: ' + '; '.join(attribution(p) for p in probe.pairs) + '.')
+  return ' '.join(out)
 
 
 BASELINE_NOTES = {

@@ -6,7 +6,7 @@ r"""Issue 6's results table: task x family x method from the tiny pretrained mod
 
 For every task config under configs/finetune/ that runs offline and every family it
 suits (TASK_FAMILIES), each method fine-tunes the family's pretrained tiny model
-(`<pretrained>/<family>-pretrain`, the default job's runs; trained here with the same
+(`<pretrained>/<family>-<objective>-pretrain`, the default job's runs; trained here with the same
 settings when missing) with the objective comparison's recipe (its updates and train
 split for rotten_tomatoes and shakespeare_ner, 150 updates on the whole train split
 for the other tasks; `--steps` overrides), once per fine-tuning seed, in

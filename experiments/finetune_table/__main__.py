@@ -22,7 +22,7 @@ from ptlm_jax.main import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/finetune-table', 'Where the runs and table.md go.')
 flags.DEFINE_string('pretrained', 'runs/compare/seed0',
-                    'Directory of <family>-pretrain runs (made here when missing).')
+                    'Directory of <family>-<objective>-pretrain runs (made here when missing).')
 flags.DEFINE_integer('steps', 0, "Fine-tuning updates per run (0: the objective comparison's "
                      'recipe for its tasks, 150 for the others).')
 flags.DEFINE_integer('seeds', plan.Settings().finetune_seeds, 'Fine-tuning seeds per cell.')

@@ -35,7 +35,7 @@ def pretrained_models(workdir: str, compare_workdir: str, quick: bool,
   from experiments.compare_objectives import runner  # pylint: disable=g-import-not-at-top
   settings = quick_settings() if quick else plan.Settings()
   reuse = os.path.join(compare_workdir, 'seed0') if compare_workdir else ''
-  if reuse and all(os.path.isdir(os.path.join(reuse, f'{f}-pretrain', 'checkpoints'))
+  if reuse and all(os.path.isdir(os.path.join(reuse, plan.Arm(f, plan.OBJECTIVE[f]).dirname, 'checkpoints'))
                    for f in ('bert', 'gpt')):
     return runner.ensure_pretrained(settings, ('bert', 'gpt'), reuse, log)
   return runner.ensure_pretrained(settings, ('bert', 'gpt'), workdir, log)

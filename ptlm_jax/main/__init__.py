@@ -9,8 +9,11 @@
 from ptlm_jax import config_lib
 
 
-def run(config, workdir: str) -> dict[str, float]:
-  """Validates the config and runs the job it describes (importable, e.g. from a notebook)."""
+def run(config, workdir: str, components_fn=None) -> dict[str, float]:
+  """Validates the config and runs the job it describes (importable, e.g. from a notebook).
+
+  components_fn: config -> train.Components for a pretraining config (default: the real
+  `train.build_components`), e.g. to add an `extra_eval` such as a linear probe."""
   # pylint: disable=g-import-not-at-top  (heavy imports only once the config is checked)
   from ptlm_jax.data import local_files
   from ptlm_jax.main import cli
@@ -21,4 +24,4 @@ def run(config, workdir: str) -> dict[str, float]:
     from ptlm_jax.finetune import run as finetune
     return finetune.train_and_evaluate(config, workdir)
   from ptlm_jax.training import train
-  return train.train_and_evaluate(config, workdir)
+  return train.run(config, workdir, components_fn or train.build_components)
