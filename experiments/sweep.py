@@ -1,7 +1,7 @@
 r"""Expands a sweep file into runs: one after another here, or on every worker of a TPU VM.
 
   ./launch.sh sweep experiments/sweeps/lr.py --workdir=runs/sweep-lr [--dry_run]
-  ./launch.sh sweep experiments/sweeps/lr.py --workdir=gs://bucket/sweep-lr \
+  ./launch.sh sweep experiments/sweeps/lr.py --workdir=/gcs/bucket/sweep-lr \
       --tpu=ptlm-v4 --zone=us-central2-b --type=v4-32 [--project=P] [--dry_run]
   python -m experiments.collect --workdir=runs/sweep-lr      # the table and plots
 
@@ -129,18 +129,21 @@ def main(argv: Sequence[str]) -> int:
   except SweepError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  remote = '://' in args.workdir
-  workdir = args.workdir if remote else os.path.abspath(args.workdir)
+  if '://' in args.workdir:  # the trainer refuses URLs (training/start.prepare_workdir)
+    print(f'error: --workdir={args.workdir}: a URL is not a workdir; mount the bucket on every '
+          'worker (gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the path, e.g. '
+          '--workdir=/gcs/BUCKET/sweep', file=sys.stderr)
+    return 2
+  workdir = os.path.abspath(args.workdir)
   if args.tpu:
+    # A path on the workers: a bucket mounted there at the same path keeps one copy.
     steps = pod_plan(runs, args.workdir, args)
     print(f'# sweep {args.sweep_file}: {len(runs)} run(s) on TPU VM {args.tpu}')
-    if not remote:
-      print('# note: --workdir is not a gs:// path, so each worker writes to its own disk')
+    print('# --workdir is a path on the workers: mount one bucket there at the same path '
+          '(gcsfuse) so that every worker shares it')
     if args.dry_run:
       tpu_launch.show_plan(steps, '# copy and install once, then each run on every worker:')
       return 0
-    if not remote:
-      _write_manifest(workdir, args.sweep_file, runs)
     todo = ([] if tpu_launch.vm_exists(steps) else steps['create']) + steps['run']
   else:
     todo = local_commands(runs, workdir, args.python)

@@ -1,7 +1,7 @@
 r"""Runs a ptlm_jax job on every worker of a Cloud TPU VM (a pod slice or a single host).
 
   ./launch.sh tpu --name=ptlm-v4 --zone=us-central2-b --type=v4-32 [--dry_run] -- \
-      --config=configs/t5.py:base --workdir=gs://my-bucket/runs/t5-base
+      --config=configs/t5.py:base --workdir=/gcs/my-bucket/runs/t5-base
 
 Steps (each a gcloud command, printed before it runs; `--dry_run` only prints them):
   1. create the TPU VM unless one with that name exists (`tpu-vm describe` decides);
@@ -10,7 +10,8 @@ Steps (each a gcloud command, printed before it runs; `--dry_run` only prints th
   4. run `python -m ptlm_jax.main MAIN_ARGS` on all workers at once (`--worker=all`).
 `jax.distributed.initialize()` finds the other workers by itself on Cloud TPU, every
 worker reads its own shard of the data, and process 0 writes logs and checkpoints
-coordinate through the (GCS) workdir.  Standard library only: it runs before any install.
+coordinate through the workdir: a bucket mounted at the same path on every worker
+(`gcsfuse --implicit-dirs BUCKET /gcs/BUCKET`; a gs:// URL is refused).  Standard library only: it runs before any install.
 """
 from __future__ import annotations
 

@@ -305,3 +305,13 @@ def test_preemption_save_that_hangs_gives_up_with_one_line(tmp_path):
       r'error: preempted at step \d+, the checkpoint save did not finish within '
       r'train\.preemption_timeout=3s; exiting without it \(the checkpoints finished before are '
       r'kept\)', lines[0]), err[-3000:]
+
+
+def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+  """gs://... would otherwise become ./gs:/... on local disk: refused with the mount hint."""
+  from ptlm_jax.training import start  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(errors.UserError, match=r'^--workdir=gs://b/r: a URL is not a workdir') as e:
+    start.prepare_workdir('gs://b/r')
+  assert 'gcsfuse' in str(e.value) and '\n' not in str(e.value)
+  assert not os.listdir(tmp_path)

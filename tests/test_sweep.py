@@ -34,7 +34,7 @@ def test_local_dry_run_prints_one_main_command_per_run(tmp_path):
 
 
 def test_pod_dry_run_creates_installs_once_and_runs_each_on_all_workers():
-  lines = _printed_commands(['experiments/sweeps/lr.py', '--workdir=gs://bucket/sweep-lr',
+  lines = _printed_commands(['experiments/sweeps/lr.py', '--workdir=/gcs/bucket/sweep-lr',
                              '--tpu=ptlm-v4', '--zone=us-central2-b', '--type=v4-32', '--dry_run'])
   assert lines[0] == 'gcloud compute tpus tpu-vm describe ptlm-v4 --zone=us-central2-b'
   assert lines[1] == ('gcloud compute tpus tpu-vm create ptlm-v4 --zone=us-central2-b '
@@ -47,7 +47,7 @@ def test_pod_dry_run_creates_installs_once_and_runs_each_on_all_workers():
     assert line.startswith('gcloud compute tpus tpu-vm ssh ptlm-v4 --zone=us-central2-b '
                            "--worker=all '--command=cd ptlm_jax && .venv/bin/python -m ptlm_jax.main "
                            '--config=configs/gpt.py:tiny ')
-    assert f'--workdir=gs://bucket/sweep-lr/lr={lr} ' in line
+    assert f'--workdir=/gcs/bucket/sweep-lr/lr={lr} ' in line
     assert line.endswith(f"--config.optim.lr={lr}'")
 
 
@@ -113,3 +113,11 @@ def test_collector_reads_back_the_written_scalars(tmp_path, capsys):
   assert 'sweep.png' in open(written['report'], encoding='utf-8').read()
   with pytest.raises(FileNotFoundError):
     collect.collect(str(tmp_path / 'lr=0.001' / 'missing'))
+
+
+def test_a_url_workdir_is_one_line_error_before_any_command(capsys):
+  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  assert sweep.main(['experiments/sweeps/lr.py', '--workdir=gs://bucket/x', '--tpu=v',
+                     '--zone=z', '--type=v4-8', '--dry_run']) == 2
+  out = capsys.readouterr()
+  assert not out.out and out.err.startswith('error: --workdir=gs://bucket/x: a URL is not a workdir')

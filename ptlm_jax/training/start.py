@@ -54,7 +54,16 @@ def resolve_config(config, workdir: str):
 
 
 def prepare_workdir(workdir: str) -> str:
-  """The absolute workdir, created if needed; UserError if it cannot be written."""
+  """The absolute workdir, created if needed; UserError if it cannot be written.
+
+  A URL (gs://...) is refused: the loop writes its lock, metrics, per-example records and
+  data state with the local file API, so a bucket must be mounted (gcsfuse) and given as a
+  path.  Refused here, before anything compiles, rather than created as './gs:/...'."""
+  if '://' in str(workdir):
+    raise errors.UserError(
+        f'--workdir={workdir}: a URL is not a workdir here; mount the bucket on every host '
+        '(gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the path, e.g. '
+        '--workdir=/gcs/BUCKET/runs/NAME')
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
