@@ -129,11 +129,14 @@ def _estimate(config):
 
 def _check(arms, optimizer: str, workdir: str) -> None:
   if not arms or not all(isinstance(a, plan.Arm) for a in arms):
-    raise errors.UserError(f'--arms: expected at least one architecture:objective arm, got {arms!r}')
+    raise errors.UserError(f'--arms: expected at least one architecture:objective arm, '
+                           f'got {arms!r}')
   if optimizer not in plan.OPTIMIZERS:
-    raise errors.UserError(f'--optimizer={optimizer}: expected one of {", ".join(plan.OPTIMIZERS)}')
+    raise errors.UserError(f'--optimizer={optimizer}: expected one of '
+                           f'{", ".join(plan.OPTIMIZERS)}')
   if not str(workdir).strip():
-    raise errors.UserError('--workdir: the pod preset needs a workdir (gs://BUCKET/DIR on a TPU VM)')
+    raise errors.UserError('--workdir: the pod preset needs a workdir (gs://BUCKET/DIR on a '
+                           'TPU VM)')
 
 
 def pod_workdir(workdir: str) -> str:
@@ -200,7 +203,8 @@ def table(all_runs: list[PodRun]) -> list[str]:
   shared = common_overrides(pre)
   lines = [f'# pretraining overrides shared by all {len(pre)}: ' +
            ' '.join(f'{k}={v}' for k, v in shared.items()),
-           f'# fine-tune overrides shared by all: ' + ' '.join(f'{k}={v}' for k, v in FINETUNE.items()),
+           '# fine-tune overrides shared by all: ' +
+           ' '.join(f'{k}={v}' for k, v in FINETUNE.items()),
            f'{"run":<46} {"config":<38} {"steps":>7} {"FLOPs":>9} {"chip-h":>8} '
            f'{"GiB/chip":>8}  overrides']
   for r in all_runs:
