@@ -151,3 +151,12 @@ def test_bad_input_is_one_line_naming_the_flag(arms, optimizer, workdir, flag):
   with pytest.raises(errors.UserError, match=flag) as e:
     pod.main(arms, optimizer, workdir, dry_run=True, log=lambda _: None)
   assert '\n' not in str(e.value)
+
+
+def test_family_optimizer_and_ul2_sentinels():
+  # optimizer=family: T5 keeps Adafactor, so its grid is Adafactor's; UL2 at 512 uses 130
+  # sentinels, so the embedding gets the rows the trainer would give it (32,000 + 130 -> 32,256).
+  pre = _pretraining(pod.runs(plan.parse_arms('t5:ul2'), 'family', GS))
+  assert sorted(r.overrides['optim.lr'] for r in pre if '-1e18-' in r.name) == [3e-3, 1e-2, 3e-2]
+  assert all('optim.optimizer' not in r.overrides for r in pre)
+  assert {r.overrides['model.vocab_size'] for r in pre} == {32_256}

@@ -86,6 +86,10 @@ def pretraining_config(arm: plan.Arm, optimizer: str, steps: int = 1, lr: float 
   c.data.seq_len = SEQ_LEN
   c.data.pack_mode = 'pack'  # one stream for every arm (T5's own default is 'chunk')
   c.train.batch_size = BATCH
+  # UL2 at 512 needs more sentinels than the tokenizer's 100: the embedding rows train.run
+  # would add, added here so the FLOPs counted are the trainer's.
+  from ptlm_jax import objectives  # pylint: disable=g-import-not-at-top  (jax)
+  objectives.reserve_sentinels(c, c.data.sp_vocab_size)
   # C4 is far larger than any budget here reads, so no epoch repeats: no dropout (T5 1.1).
   c.model.dropout_rate = c.model.attention_dropout_rate = 0.0
   t = c.train
