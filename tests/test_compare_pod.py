@@ -11,7 +11,7 @@ from experiments.compare_objectives import plan, pod
 from ptlm_jax import config_lib, errors
 
 ARMS = plan.parse_arms(plan.DEFAULT_ARMS)
-GS = 'gs://bucket/pod'
+GS = '/gcs/bucket/pod'
 
 
 @pytest.fixture(scope='module')
@@ -107,7 +107,7 @@ def test_dry_run_lists_every_run_and_writes_nothing(runs, tmp_path, monkeypatch)
   text = '\n'.join(lines)
   for r in runs:
     assert f'\n{r.name} ' in text
-  assert lines[-1].startswith('./launch.sh sweep compare_pod_sweep.py --workdir=gs://bucket/pod '
+  assert lines[-1].startswith('./launch.sh sweep compare_pod_sweep.py --workdir=/gcs/bucket/pod '
                               '--tpu=')
   assert '--type=v4-32' in lines[-1]
   assert lines[-3].startswith('total: 45 pretraining + 90 fine-tuning runs')
@@ -124,12 +124,12 @@ def test_written_sweep_loads_and_runs_on_a_tpu_dry(runs, tmp_path, monkeypatch):
                        '--dry_run']) == 0
   mains = [l for l in out.getvalue().splitlines() if 'ptlm_jax.main' in l]
   assert len(mains) == len(runs)
-  assert '--config.init.source=gs://bucket/pod/bert-mlm-1e18-lr1e-4' in mains[len(runs) // 3]
+  assert '--config.init.source=/gcs/bucket/pod/bert-mlm-1e18-lr1e-4' in mains[len(runs) // 3]
 
 
-def test_local_workdir_gets_the_sweep_file(tmp_path):
-  path = pod.main(ARMS[:1], 'adamw', str(tmp_path / 'pod'), dry_run=False, log=lambda _: None)
-  assert path == str(tmp_path / 'pod' / 'compare_pod_sweep.py')
+def test_a_relative_workdir_becomes_absolute_in_the_sweep(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  path = pod.main(ARMS[:1], 'adamw', 'pod', dry_run=False, log=lambda _: None)
   loaded = sweep.load_runs(path)
   assert loaded[-1][2]['init.source'] == str(tmp_path / 'pod' / 'bert-mlm-1e19-lr1e-3')
 
@@ -146,6 +146,7 @@ def test_committed_sweep_is_current():
     ((), 'adamw', GS, '--arms'),
     (ARMS, 'sgd', GS, '--optimizer'),
     (ARMS, 'adamw', ' ', '--workdir'),
+    (ARMS, 'adamw', 'gs://bucket/pod', '--workdir=gs://bucket/pod: a URL is not a workdir'),
 ])
 def test_bad_input_is_one_line_naming_the_flag(arms, optimizer, workdir, flag):
   with pytest.raises(errors.UserError, match=flag) as e:

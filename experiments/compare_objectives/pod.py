@@ -1,8 +1,8 @@
 r"""`--preset=pod`: the objective comparison at base size on C4, as a sweep for a TPU VM.
 
-  python -m experiments.compare_objectives --preset=pod --workdir=gs://BUCKET/compare-pod --dry_run
-  python -m experiments.compare_objectives --preset=pod --workdir=gs://BUCKET/compare-pod
-  ./launch.sh sweep compare_pod_sweep.py --workdir=gs://BUCKET/compare-pod \
+  python -m experiments.compare_objectives --preset=pod --workdir=/gcs/BUCKET/compare-pod --dry_run
+  python -m experiments.compare_objectives --preset=pod --workdir=/gcs/BUCKET/compare-pod
+  ./launch.sh sweep compare_pod_sweep.py --workdir=/gcs/BUCKET/compare-pod \
       --tpu=ptlm-pod --zone=us-central2-b --type=v4-32
 
 Every arm (`--arms`, plan.Arm) pretrains its family's `base` config (BERT-base, GPT-2 124M,
@@ -48,7 +48,7 @@ CONFIGS = {'bert': 'configs/bert.py:base', 'gpt': 'configs/gpt.py:base',
 # SST-2: single-sentence sentiment; MNLI: sentence-pair inference, GLUE's largest task
 # and the one BERT and T5 report first.  Fine-tuning costs ~1% of pretraining (table).
 COMMITTED = 'experiments/sweeps/compare_objectives_pod.py'  # the default arms' sweep
-COMMITTED_WORKDIR = 'gs://BUCKET/compare-pod'
+COMMITTED_WORKDIR = '/gcs/BUCKET/compare-pod'
 TASKS = {'sst2': 'configs/finetune/sst2.py', 'mnli': 'configs/finetune/mnli.py'}
 ALWAYS = ('objective.name', 'optim.lr', 'train.steps')  # written even when the file's own
 # GLUE is small: downloaded.  One head for every family: the mean of the final states (plan).
@@ -139,13 +139,18 @@ def _check(arms, optimizer: str, workdir: str) -> None:
     raise errors.UserError(f'--optimizer={optimizer}: expected one of '
                            f'{", ".join(plan.OPTIMIZERS)}')
   if not str(workdir).strip():
-    raise errors.UserError('--workdir: the pod preset needs a workdir (gs://BUCKET/DIR on a '
-                           'TPU VM)')
+    raise errors.UserError('--workdir: the pod preset needs a workdir (a bucket mounted on '
+                           'every TPU VM worker, e.g. /gcs/BUCKET/compare-pod)')
+  if '://' in str(workdir):
+    raise errors.UserError(
+        f'--workdir={workdir}: a URL is not a workdir; mount the bucket on every worker '
+        '(gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the path, e.g. '
+        '--workdir=/gcs/BUCKET/compare-pod')
 
 
 def pod_workdir(workdir: str) -> str:
-  """gs:// as given; a local workdir absolute (fine-tunes name it in init.source)."""
-  return workdir.rstrip('/') if '://' in workdir else os.path.abspath(workdir)
+  """The workers' path, absolute (fine-tunes name it in init.source)."""
+  return os.path.abspath(workdir)
 
 
 @functools.lru_cache(maxsize=None)
@@ -263,9 +268,9 @@ def launch_command(path: str, workdir: str) -> str:
 
 
 def sweep_path(workdir: str) -> str:
-  """Where the sweep file goes: in a local workdir, or the current directory for gs://."""
-  directory = '.' if '://' in workdir else pod_workdir(workdir)
-  return os.path.join(directory, 'compare_pod_sweep.py')
+  """Where the sweep file goes: the current directory (the workdir is the workers' path)."""
+  del workdir
+  return os.path.join('.', 'compare_pod_sweep.py')
 
 
 def main(arms, optimizer: str, workdir: str, dry_run: bool, log=print) -> str:
@@ -280,7 +285,6 @@ def main(arms, optimizer: str, workdir: str, dry_run: bool, log=print) -> str:
     log(f'# dry run: nothing written; without --dry_run this writes {path} to run with:')
     log(command)
     return ''
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w', encoding='utf-8') as f:
     f.write(sweep_text(all_runs, workdir, command))
   log(f'# wrote {path} ({len(all_runs)} runs); run it on a TPU VM with:')
