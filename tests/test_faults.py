@@ -315,3 +315,44 @@ def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypat
     start.prepare_workdir('gs://b/r')
   assert 'gcsfuse' in str(e.value) and '\n' not in str(e.value)
   assert not os.listdir(tmp_path)
+
+
+def test_a_sigterm_returns_preempted_so_an_in_process_job_stops(tmp_path, monkeypatch):
+  """train.run says it stopped early; the objective comparison then stops instead of
+  fine-tuning from an unfinished pretraining run."""
+  build = stand_ins.components_fn()
+
+  class SigtermAt:
+    """The stand-in rows, with a SIGTERM to this process before batch `at` (the watch's
+    handler records it; the loop saves that step and stops)."""
+
+    def __init__(self, rows, at):
+      self.rows, self.at = rows, at
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      if self.rows.index == self.at:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return next(self.rows)
+
+    def __getattr__(self, name):  # get_state / set_state
+      return getattr(self.rows, name)
+
+  def components(config):
+    c = build(config)
+    c.train_iter = SigtermAt(c.train_iter, 3)
+    return c
+
+  out = train.run(stand_ins.tiny_config({**RUN, 'train.checkpoint_every': 100}), str(tmp_path),
+                  components)
+  assert out.get('preempted') and out['step'] < RUN['train.steps']
+  assert _steps(tmp_path) == [out['step']]  # saved where it stopped
+
+  from experiments.compare_objectives import runner  # pylint: disable=g-import-not-at-top
+  from ptlm_jax import main  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(main, 'run', lambda *a, **k: {'step': 3, 'preempted': 1.0})
+  with pytest.raises(errors.UserError, match='stopped by SIGTERM while training .*rerun the same'):
+    runner._timed_run(stand_ins.tiny_config(RUN), str(tmp_path / 'next'))
+  assert not os.path.exists(tmp_path / 'next' / runner.WALL_TIME_FILE)

@@ -27,6 +27,7 @@ import numpy as np
 
 from experiments import collect, stats
 from experiments.compare_objectives import downstream, plan
+from ptlm_jax import errors
 
 WALL_TIME_FILE = 'wall_time.json'
 
@@ -99,7 +100,10 @@ def _timed_run(config, workdir: str, components_fn=None) -> float:
   from ptlm_jax import main  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, WALL_TIME_FILE)
   started = time.perf_counter()
-  main.run(config, workdir, components_fn)
+  if main.run(config, workdir, components_fn).get('preempted'):
+    # SIGTERM: the run saved its step; the job must not go on from an unfinished run.
+    raise errors.UserError(f'stopped by SIGTERM while training {workdir} (its checkpoint is '
+                           'saved): rerun the same command to resume the job there')
   seconds = time.perf_counter() - started
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:

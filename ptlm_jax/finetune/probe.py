@@ -129,6 +129,7 @@ class LinearProbe:
   seq_len: int
   vocab_info: Any
   last: dict = dataclasses.field(default_factory=dict)  # the latest fit and predictions
+  _row_cache: dict = dataclasses.field(default_factory=dict)  # (family, split) -> padded rows
 
   @classmethod
   def from_texts(cls, tokenizer, train_texts, train_labels, valid_texts, valid_labels,
@@ -137,25 +138,27 @@ class LinearProbe:
                tokenizer.encode_batch(list(valid_texts)), np.asarray(valid_labels, np.int64),
                num_classes, seq_len, tokenizer.vocab_info)
 
-  def features(self, model, family: str, params, prefix_lm: bool = False):
-    """(train N x D, validation M x D) pooled features of `params`."""
-    fn = pooled_features_fn(model, family, prefix_lm)
+  def features(self, fn, family: str, params):
+    """(train N x D, validation M x D) features of `params` by `fn` (pooled_features_fn)."""
     out = []
-    for id_lists in (self.train_ids, self.valid_ids):
-      rows = _rows(family, id_lists, self.seq_len, self.vocab_info)
-      got = [np.asarray(fn(params, {k: v[i:i + BATCH] for k, v in rows.items()}))
-             for i in range(0, len(rows['tokens']), BATCH)]
-      out.append(np.concatenate(got)[:len(id_lists)])
+    for split, id_lists in (('train', self.train_ids), ('valid', self.valid_ids)):
+      if (family, split) not in self._row_cache:
+        self._row_cache[family, split] = _rows(family, id_lists, self.seq_len, self.vocab_info)
+      rows = self._row_cache[family, split]
+      got = [fn(params, {k: v[i:i + BATCH] for k, v in rows.items()})
+             for i in range(0, len(rows['tokens']), BATCH)]  # dispatched, then fetched
+      out.append(np.concatenate([np.asarray(g) for g in got])[:len(id_lists)])
     return out
 
   def bind(self, model_config, objective: str = ''):
     """extra_eval(params) -> {'probe_accuracy', 'probe_l2'} for a model of `model_config`."""
     from ptlm_jax import models  # pylint: disable=g-import-not-at-top
-    model = models.build_model(model_config)
-    prefix_lm = objective == 'prefix_lm'
+    # One traced and compiled function for every evaluation of the run.
+    fn = pooled_features_fn(models.build_model(model_config), model_config.family,
+                            prefix_lm=objective == 'prefix_lm')
 
     def extra_eval(params) -> dict[str, float]:
-      x_train, x_valid = self.features(model, model_config.family, params, prefix_lm)
+      x_train, x_valid = self.features(fn, model_config.family, params)
       fit = fit_probe(x_train, self.train_labels, self.num_classes)
       predicted = fit.predict(x_valid)
       self.last = dict(predicted=predicted, l2=fit.l2)

@@ -643,6 +643,7 @@ def _loop(config, workdir, components, par, state, start_step, train_step, evalu
       if preempted and not final:
         ckpt.wait()
         reporter.print(f'preempted: saved step {done} to {ckpt.directory}; exiting')
+        last['preempted'] = 1.0  # callers that run more after this one must stop too
         break
   except BaseException as e:
     failed = True
