@@ -235,6 +235,22 @@ def contention(before, after) -> dict:
               steal_frac=round((after[2] - before[2]) / cap, 4), own_cpu_frac=round(own / cap, 4))
 
 
+def time_generation(run, peer: str, config_name: str, a, first_call_s: float) -> dict:
+  """The generation record of a peer: `run()` (one batch, blocking) timed `a.gen_runs` times."""
+  times, before = [], cpu_times()
+  for _ in range(a.gen_runs):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  med = statistics.median(times)
+  return dict(contention(before, cpu_times()), peer=peer, kind='generate',
+              family='gpt', config=config_name, dtype=a.dtype, gen_batch=a.gen_batch,
+              prompt_len=a.prompt_len, new_tokens=a.new_tokens, first_call_s=first_call_s,
+              gen_s_median=med, gen_s_min=min(times), runs=len(times),
+              new_tokens_per_s=a.gen_batch * a.new_tokens / med,
+              ms_per_token_step=med / a.new_tokens * 1e3)
+
+
 def emit(rec: dict, out: str | None = None) -> None:
   line = json.dumps(rec, sort_keys=True)
   print(line, flush=True)

@@ -12,7 +12,6 @@ flags and the jnp matmul GFLOP/s at --peak-size^3 (f32, bf16 -> bf16, bf16 -> f3
   ~/.cache/ptlm-peers/venv/bin/python benchmarks/peers/hf_flax_train.py --config small --dtype bfloat16
 """
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -134,18 +133,8 @@ def bench_generate(a) -> dict:
   seqs = jax.block_until_ready(gen(model.params, prompt))
   first = time.perf_counter() - start
   assert seqs.shape == (a.gen_batch, total), seqs.shape
-  times, before = [], common.cpu_times()
-  for _ in range(a.gen_runs):
-    start = time.perf_counter()
-    jax.block_until_ready(gen(model.params, prompt))
-    times.append(time.perf_counter() - start)
-  med = statistics.median(times)
-  return dict(common.contention(before, common.cpu_times()), peer=PEER, kind='generate',
-              family='gpt', config=c['name'], dtype=a.dtype, gen_batch=a.gen_batch,
-              prompt_len=a.prompt_len, new_tokens=a.new_tokens, first_call_s=first,
-              gen_s_median=med, gen_s_min=min(times), runs=len(times),
-              new_tokens_per_s=a.gen_batch * a.new_tokens / med,
-              ms_per_token_step=med / a.new_tokens * 1e3)
+  return common.time_generation(lambda: jax.block_until_ready(gen(model.params, prompt)), PEER,
+                                c['name'], a, first)
 
 
 def main():

@@ -13,7 +13,6 @@ GFLOP/s at --peak-size^3 (float32, bf16).
 """
 import contextlib
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -149,18 +148,7 @@ def bench_generate(a) -> dict:
   seqs = gen()
   first = time.perf_counter() - start
   assert tuple(seqs.shape) == (a.gen_batch, a.prompt_len + a.new_tokens), seqs.shape
-  times, before = [], common.cpu_times()
-  for _ in range(a.gen_runs):
-    start = time.perf_counter()
-    gen()
-    times.append(time.perf_counter() - start)
-  med = statistics.median(times)
-  return dict(common.contention(before, common.cpu_times()), peer=PEER, kind='generate',
-              family='gpt', config=c['name'], dtype=a.dtype, gen_batch=a.gen_batch,
-              prompt_len=a.prompt_len, new_tokens=a.new_tokens, first_call_s=first,
-              gen_s_median=med, gen_s_min=min(times), runs=len(times),
-              new_tokens_per_s=a.gen_batch * a.new_tokens / med,
-              ms_per_token_step=med / a.new_tokens * 1e3)
+  return common.time_generation(gen, PEER, c['name'], a, first)
 
 
 def main():

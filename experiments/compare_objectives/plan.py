@@ -152,7 +152,7 @@ class Settings:
   arms: str = DEFAULT_ARMS          # architecture:objective, comma-separated (parse_arms)
   optimizer: str = 'adamw'          # shared by every arm: OPTIMIZERS
   probe: bool = True                # a linear probe (probe.py) at every pretraining evaluation
-  probe_train_examples: int = 2000  # rotten_tomatoes train snippets the probe fits on
+  probe_train_examples: int = 1000  # rotten_tomatoes train snippets the probe fits on
 
 
 @dataclasses.dataclass

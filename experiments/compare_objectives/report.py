@@ -173,10 +173,28 @@ def verdict(summary: analysis.TaskSummary) -> str:
   return ' '.join(out)
 
 
-def _plot_losses(path: str, results) -> None:
+def _pyplot():
+  """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save_flops_plot(plt, fig, ax, path: str, ylabel: str, title: str) -> None:
+  """Labels a plot against training FLOPs and writes it to `path`."""
+  ax.set_xlabel('training FLOPs')
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot_losses(path: str, results) -> None:
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
   labelled = set()
   for r in results.pretraining:
@@ -186,21 +204,13 @@ def _plot_losses(path: str, results) -> None:
     labelled.add(r.arm)
     ax.plot([c[0] for c in r.curve], [c[1] for c in r.curve], marker='o', markersize=3,
             color=COLORS[r.family], linestyle=STYLES.get(r.objective, '-'), label=label, alpha=0.9)
-  ax.set_xlabel('training FLOPs')
-  ax.set_ylabel('validation loss (own objective, nats/target)')
-  ax.set_title('Pretraining at matched compute (each on its own objective)')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save_flops_plot(plt, fig, ax, path, 'validation loss (own objective, nats/target)',
+                   'Pretraining at matched compute (each on its own objective)')
 
 
 def _plot_probe(path: str, probe: analysis.ProbeSummary) -> None:
   """Probe accuracy against training FLOPs, one line per arm, 95% intervals as bands."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
   for arm, curve in probe.curves.items():
     family, objective = arm.split(':')
@@ -209,21 +219,13 @@ def _plot_probe(path: str, probe: analysis.ProbeSummary) -> None:
             linestyle=STYLES.get(objective, '-'), label=arm)
     ax.fill_between(x, [100 * e.low for _, e in curve], [100 * e.high for _, e in curve],
                     color=COLORS[family], alpha=0.12)
-  ax.set_xlabel('training FLOPs')
-  ax.set_ylabel('linear probe accuracy, rotten_tomatoes validation (%)')
-  ax.set_title('One metric for every arm during pretraining')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save_flops_plot(plt, fig, ax, path, 'linear probe accuracy, rotten_tomatoes validation (%)',
+                   'One metric for every arm during pretraining')
 
 
 def _plot_downstream(path: str, summaries: dict[str, analysis.TaskSummary]) -> None:
   """One panel per task: pretrained and scratch scores with 95% intervals; baselines as lines."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   fig, axes = plt.subplots(1, max(1, len(summaries)), figsize=(6.4 * max(1, len(summaries)), 4.4),
                            squeeze=False)
   width = 0.38
@@ -294,7 +296,7 @@ PROBE_NOTE = (
     'snippets (the mean of the final hidden states over the real tokens: the encoder of BERT '
     'and T5, the decoder stack of GPT; a GPT trained with prefix LM reads the whole snippet as '
     'its prefix, bidirectionally), and multinomial logistic regression on the standardised '
-    'features (scipy L-BFGS, scikit-learn\'s objective; L2 by 4-fold cross-validation) is fit '
+    'features (scipy L-BFGS, scikit-learn\'s objective; L2 by 3-fold cross-validation) is fit '
     'on {train} training snippets and scored on the {examples:,} validation snippets '
     '(ptlm_jax/finetune/probe.py). Unlike each objective\'s own loss, it is one metric for '
     'every arm. Intervals: 95% bootstrap over the validation examples'
