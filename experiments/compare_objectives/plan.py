@@ -125,7 +125,7 @@ def apply_optimizer(config, name: str) -> None:
 class Settings:
   """Everything that sizes the comparison (the CLI flags of __main__.py)."""
   corpus: str = 'news'              # pretraining corpus: news | shakespeare
-  budget_flops: float = 6e12        # training FLOPs of each pretraining run
+  budget_flops: float = 3e12        # training FLOPs of each pretraining run (15-minute budget)
   sp_vocab_size: int = 2000         # tokenizer pieces (all runs)
   sp_train_chars: int = 20_000_000  # tokenizer training text (characters of the train split)
   d_model: int = 128
@@ -133,7 +133,7 @@ class Settings:
   num_heads: int = 2
   seq_len: int = 128                # packed row length (T5: encoder inputs)
   batch_size: int = 32
-  eval_points: int = 6              # validation evaluations over a pretraining run
+  eval_points: int = 4              # validation evaluations (and probe points) per pretraining run
   eval_steps: int = 8               # validation batches per evaluation
   # Fine-tuning recipe, the same for every model; steps and splits chosen from measured
   # validation curves (README, "Fine-tuning recipe"), seeds by the 15-minute budget.
