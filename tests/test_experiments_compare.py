@@ -19,6 +19,7 @@ TINY = plan.Settings(
     finetune_steps=2, finetune_train_split='train[:32]', finetune_eval_examples=16,
     finetune_batch_size=8, num_devices=1, finetune_seeds=1, ner_steps=2,
     ner_train_split='train[:32]', probe_train_examples=64,
+    tasks=('rotten_tomatoes', 'shakespeare_ner'),  # the default fine-tunes NER only
     # Both kinds of pair at the least cost: one architecture with two objectives (GPT), one
     # objective on two architectures (prefix LM); the full default is five arms.
     arms='gpt:causal_lm,gpt:prefix_lm,t5:prefix_lm')
@@ -76,6 +77,9 @@ def test_reduced_comparison_writes_the_report_and_plots(tmp_path, capsys):
     assert f.score == pytest.approx(logged[max(logged)][tag], abs=1e-6), (f.family, f.task)
   assert set(results.baselines) == {'rotten_tomatoes', 'shakespeare_ner'}
   assert set(results.baselines['rotten_tomatoes']) == {'majority class', 'bag of words'}
+  # The probe's own baselines: on its 1,181 validation snippets, fit on its 64 training ones.
+  assert {k: v.shape for k, v in results.probe_baselines.items()} == {
+      'majority class': (1181, 2), 'bag of words': (1181, 2)}
 
   text = open(paths['report'], encoding='utf-8').read()
   for column in report.PRETRAIN_HEADER + report.DOWNSTREAM_HEADER + report.PAIR_HEADER:
@@ -84,6 +88,7 @@ def test_reduced_comparison_writes_the_report_and_plots(tmp_path, capsys):
     assert re.search(rf'\| {arm} \| ', text)
   assert 'Total wall time' in text and 'McNemar' in text and '## What the data show' in text
   assert '## The probe during pretraining' in text and '- **linear probe**' in text
+  assert '| arm (probe, last evaluation) minus |' in text
   assert text.count('Attribution') >= 3  # the probe and each task
   assert '| architecture | gpt:causal_lm | gpt:prefix_lm |' in text
   assert '| objective | gpt:prefix_lm | t5:prefix_lm |' in text

@@ -93,7 +93,8 @@ class ProbeSummary:
   curves: dict[str, list[tuple[float, Estimate]]]  # arm -> (training FLOPs, accuracy) per point
   final: dict[str, Estimate]                        # arm -> accuracy at its last evaluation
   pairs: list[Pair]
-
+  baselines: dict[str, Estimate] = dataclasses.field(default_factory=dict)
+  vs_baseline: dict[str, dict[str, Estimate]] = dataclasses.field(default_factory=dict)  # arm ->
 
 def _runs(results, task: str, arm: str, pretrained: bool) -> np.ndarray:
   """P x F x N x K counts of one model's runs, in (seed, fine-tuning seed) order.
@@ -186,11 +187,13 @@ def summarize_probe(results, replicates: int = REPLICATES, seed: int = 0) -> Pro
     for step in steps:  # P x 1 x N x K: each pretraining seed is one run
       counts[arm, step] = np.stack([r.probe_counts[step] for r in runs])[:, None]
       flops_at[arm, step] = step * runs[0].flops_per_step
+  base = getattr(results, 'probe_baselines', {}) or {}
+  counts.update(base)
   reps = stats.bootstrap(counts, stats.accuracy, replicates, seed)
   observed = {k: stats.score(c, stats.accuracy) for k, c in counts.items()}
   curves, final, last = {}, {}, {}
   for arm in by_arm:
-    steps = sorted(s for a, s in counts if a == arm)
+    steps = sorted(k[1] for k in counts if isinstance(k, tuple) and k[0] == arm)
     curves[arm] = [(flops_at[arm, s], _estimate(observed[arm, s], reps[arm, s])) for s in steps]
     last[arm] = (arm, steps[-1])
     final[arm] = curves[arm][-1][1]
@@ -199,5 +202,10 @@ def summarize_probe(results, replicates: int = REPLICATES, seed: int = 0) -> Pro
       observed[last[a.name]] - observed[last[b.name]], reps[last[a.name]] - reps[last[b.name]],
       counts[last[a.name]], counts[last[b.name]], stats.accuracy, seed))
            for a, b, fixed in plan.attribution_pairs(arms)]
+  vs_baseline = {arm: {b: _difference(observed[last[arm]] - observed[b],
+                                      reps[last[arm]] - reps[b], counts[last[arm]],
+                                      stats._as_pfnk(base[b]), stats.accuracy, seed)
+                       for b in base} for arm in by_arm}
   examples = next(iter(counts.values())).shape[-2]
-  return ProbeSummary(examples, curves, final, pairs)
+  return ProbeSummary(examples, curves, final, pairs,
+                      {b: _estimate(observed[b], reps[b]) for b in base}, vs_baseline)

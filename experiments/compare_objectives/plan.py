@@ -138,7 +138,9 @@ class Settings:
   # Fine-tuning recipe, the same for every model; steps and splits chosen from measured
   # validation curves (README, "Fine-tuning recipe"), seeds by the 15-minute budget.
   finetune_seeds: int = 1           # fine-tuning runs per model and task (seeds 0..F-1)
-  tasks: tuple[str, ...] = ('rotten_tomatoes', 'shakespeare_ner')
+  # Fine-tuning tasks.  Sentiment is measured by the probe at every evaluation; within the
+  # 15 minutes the fine-tuning goes to the token-level task (docs/experiments.md).
+  tasks: tuple[str, ...] = ('shakespeare_ner',)
   finetune_steps: int = 300         # rotten_tomatoes updates (batch 32): ~1 epoch
   finetune_lr: float = 1e-3
   finetune_train_split: str = 'train'  # all 10,256 labelled snippets

@@ -377,6 +377,19 @@ def write(results, workdir: str, seeds: int) -> dict[str, str]:
     ]
     if probe.pairs:
       lines += [collect.markdown_table(PAIR_HEADER, pair_rows(probe.pairs)), '']
+    if probe.baselines:
+      lines += [
+          collect.markdown_table(BASELINE_HEADER, [[b, _ci(e)] for b, e in probe.baselines.items()]),
+          '',
+          collect.markdown_table(
+              ['arm (probe, last evaluation) minus'] + [f'{b} [95% CI], p' for b in probe.baselines],
+              [[arm] + [f'{_ci(d, "+")}, p {stats.format_p(d.p)}' for d in ds.values()]
+               for arm, ds in probe.vs_baseline.items()]),
+          '',
+          'The probe\'s baselines are fit on the same training snippets and scored on the same '
+          'validation snippets: the majority class, and logistic regression on word presence '
+          '(as for the fine-tuning baselines below).',
+          '']
   for task, summary in summaries.items():
     base, diffs = baseline_rows(summary)
     lines += [
@@ -418,6 +431,11 @@ def _probe_verdict(probe: analysis.ProbeSummary) -> str:
   best = max(probe.final, key=lambda a: probe.final[a].value)
   out = [f'{best} probes best ({_ci(probe.final[best])}); '
          + ', '.join(f'{a} {_ci(e)}' for a, e in probe.final.items() if a != best) + '.']
+  for name, e in probe.baselines.items():
+    d = probe.vs_baseline[best][name]
+    out.append(f'Against the {name} baseline ({_ci(e)}) the best arm is '
+               f'{100 * d.value:+.1f} points [{_pts(d.low)}, {_pts(d.high)}], p '
+               f'{stats.format_p(d.p)}.')
   if probe.pairs:
     out.append('Attribution: ' + '; '.join(attribution(p) for p in probe.pairs) + '.')
   return ' '.join(out)

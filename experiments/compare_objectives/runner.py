@@ -85,6 +85,8 @@ class Results:
   finetuning: list[FinetuneResult]
   baselines: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
   seconds: float = 0.0              # {task: {baseline: per-example counts}} above
+  # The probe's baselines on its own snippets: {baseline: per-example counts}.
+  probe_baselines: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -148,6 +150,8 @@ def _run(settings, workdir, seeds, log) -> Results:
           f'{r.flops_per_step * r.config.train.steps:.3e} FLOPs')
     seed_dir = os.path.join(workdir, f'seed{seed}')
     probe = _sentiment_probe(settings, runs[0].config) if settings.probe else None
+    if probe and not results.probe_baselines:
+      results.probe_baselines = _probe_baselines(probe)
     pre_dirs = {}
     for r in runs:
       pre_dir = pre_dirs[r.arm] = os.path.join(seed_dir, r.arm.dirname)
@@ -186,9 +190,22 @@ def _sentiment_probe(settings, config):
   task.data.corpus = settings.corpus
   train = task_data.read_examples(task, f'train[:{settings.probe_train_examples}]')
   valid = task_data.read_examples(task, task.data.eval_split)
-  return probe_lib.LinearProbe.from_texts(
+  probe = probe_lib.LinearProbe.from_texts(
       tokenizer_lib.get_tokenizer(config), [x['text'] for x in train], [x['label'] for x in train],
       [x['text'] for x in valid], [x['label'] for x in valid], seq_len=task.data.seq_len)
+  probe.texts = ([x['text'] for x in train], [x['text'] for x in valid])
+  return probe
+
+
+def _probe_baselines(probe) -> dict[str, np.ndarray]:
+  """Majority class and bag of words fit on the probe's training snippets, scored on its
+  validation snippets: what the probe's accuracy is read against."""
+  from experiments.compare_objectives import baselines  # pylint: disable=g-import-not-at-top
+  train_texts, valid_texts = probe.texts
+  bow = baselines.fit_bag_of_words(train_texts, probe.train_labels, probe.num_classes)
+  return {'majority class': stats.correct_counts(
+              baselines.majority_class(probe.train_labels, probe.valid_labels)),
+          'bag of words': stats.correct_counts(bow.predict(valid_texts) == probe.valid_labels)}
 
 
 def _with_probe(probe):
