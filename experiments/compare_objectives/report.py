@@ -219,6 +219,9 @@ def _plot_probe(path: str, probe: analysis.ProbeSummary) -> None:
             linestyle=STYLES.get(objective, '-'), label=arm)
     ax.fill_between(x, [100 * e.low for _, e in curve], [100 * e.high for _, e in curve],
                     color=COLORS[family], alpha=0.12)
+  for (name, e), style in zip(probe.baselines.items(), ('dotted', 'dashed')):
+    ax.axhline(100 * e.value, color='black', linewidth=0.9, linestyle=style,
+               label=f'{name} ({100 * e.value:.1f})')
   _save_flops_plot(plt, fig, ax, path, 'linear probe accuracy, rotten_tomatoes validation (%)',
                    'One metric for every arm during pretraining')
 
@@ -338,6 +341,8 @@ def write(results, workdir: str, seeds: int) -> dict[str, str]:
       + (f'{seeds} pretraining seeds' if seeds > 1 else 'One pretraining seed')
       + f', {s.finetune_seeds} fine-tuning seed(s) per model and task.',
       '',
+      _budget_words(s, len(arms)),
+      '',
       '## What the data show',
       '',
   ]
@@ -416,15 +421,33 @@ def write(results, workdir: str, seeds: int) -> dict[str, str]:
       '',
       f'![downstream scores with 95% intervals]({ACCURACY_PLOT})',
       '',
-      f'Total wall time: {results.seconds / 60:.1f} min (tokenizer, FLOPs count, '
-      f'{len(results.pretraining)} pretraining runs with '
+      f'Total wall time: {results.seconds / 60:.1f} min for this invocation (tokenizer, FLOPs '
+      f'count, {len(results.pretraining)} pretraining runs with '
       f'{sum(len(r.probe_counts) for r in results.pretraining)} probe points, '
-      f'{len(results.finetuning)} fine-tuning runs, baselines, statistics).',
+      f'{len(results.finetuning)} fine-tuning runs, baselines, statistics); the runs themselves '
+      f'took {_runs_seconds(results) / 60:.1f} min when they were trained (a rerun over a '
+      'finished workdir reuses them).',
       '',
   ]
   with open(paths['report'], 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines))
   return paths
+
+
+def _runs_seconds(results) -> float:
+  return sum(r.seconds for r in results.pretraining) + sum(f.seconds for f in results.finetuning)
+
+
+def _budget_words(s: plan.Settings, arms: int) -> str:
+  """What the job's minutes are spent on (chosen by measurement: docs/experiments.md)."""
+  tasks = ' and '.join(f'`{t}`' for t in s.tasks)
+  probe = (f'a linear probe on rotten_tomatoes at each of {s.eval_points} evaluations per arm'
+           if s.probe else 'no probe')
+  return (f'What the minutes buy: {arms} arms at {s.budget_flops:.3g} training FLOPs each, '
+          f'{probe}, and fine-tuning on {tasks} with {s.finetune_seeds} seed(s) per model. '
+          'The default is sized by measurement to stay within 15 minutes on 2 CPU cores '
+          '(docs/experiments.md); `--tasks`, `--finetune_seeds`, `--seeds`, `--budget_flops` '
+          'and `--arms` buy precision with time.')
 
 
 def _probe_verdict(probe: analysis.ProbeSummary) -> str:
