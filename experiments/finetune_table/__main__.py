@@ -25,7 +25,7 @@ flags.DEFINE_string('pretrained', 'runs/compare/seed0',
                     'Directory of <family>-<objective>-pretrain runs (made here when missing).')
 flags.DEFINE_integer('steps', 0, "Fine-tuning updates per run (0: the objective comparison's "
                      'recipe for its tasks, 150 for the others).')
-flags.DEFINE_integer('seeds', plan.Settings().finetune_seeds, 'Fine-tuning seeds per cell.')
+flags.DEFINE_integer('seeds', 2, 'Fine-tuning seeds per cell.')
 flags.DEFINE_integer('eval_examples', 0, 'Validation examples the task metric is computed on '
                      '(0: all, as the comparison).')
 flags.DEFINE_list('tasks', list(TASK_FAMILIES), 'Tasks to run.')
