@@ -71,9 +71,9 @@ def first_stage(tmp_path_factory):
 def test_default_job_first_stage_logs_plain_lines(first_stage):
   log, data_dir = first_stage
   assert (data_dir / 'news').is_dir()  # the corpus was prepared in this run
-  assert re.search(r'^\[compare 1/\d+\] pretraining bert \(mlm\)', log, re.M), log[-2000:]
-  for family in ('bert', 'gpt', 't5'):
-    assert f'[compare]   {family} ' in log and 'FLOPs/step' in log
+  assert re.search(r'^\[compare 1/\d+\] pretraining bert:mlm', log, re.M), log[-2000:]
+  for arm in ('bert:mlm', 'gpt:causal_lm', 'gpt:prefix_lm', 't5:span_corruption', 't5:prefix_lm'):
+    assert f'[compare]   {arm} ' in log and 'FLOPs/step' in log
   _assert_plain(log)
 
 
