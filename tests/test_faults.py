@@ -356,3 +356,19 @@ def test_a_sigterm_returns_preempted_so_an_in_process_job_stops(tmp_path, monkey
   with pytest.raises(errors.UserError, match='stopped by SIGTERM while training .*rerun the same'):
     runner._timed_run(stand_ins.tiny_config(RUN), str(tmp_path / 'next'))
   assert not os.path.exists(tmp_path / 'next' / runner.WALL_TIME_FILE)
+
+
+def test_asyncio_leftovers_of_a_failed_orbax_read_are_dropped_and_others_kept():
+  """A future that tensorstore failed from C++ carries no Python frames, only its spec."""
+  import logging  # pylint: disable=g-import-not-at-top
+  checkpoint._quiet_orbax_tracebacks()  # pylint: disable=protected-access
+  logger = logging.getLogger('asyncio')
+
+  def record(error):
+    return logger.makeRecord('asyncio', logging.ERROR, __file__, 1,
+                             'Future exception was never retrieved', (), (type(error), error, None))
+
+  leftover = ValueError('NOT_FOUND: Error opening "zarr" driver: Metadata at "a/.zarray" in OCDBT '
+                        'database at local file "/x/" does not exist [tensorstore_spec=\'{}\']')
+  assert not logger.filter(record(leftover))
+  assert logger.filter(record(ValueError('a bug of yours')))

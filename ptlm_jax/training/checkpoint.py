@@ -94,7 +94,14 @@ class _OrbaxTracebacks(logging.Filter):
       return True
     if any(f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'clu')):
       return False
-    return not (record.name == 'asyncio' and _from_orbax(record.exc_info[1]))
+    error = record.exc_info[1]
+    return not (record.name == 'asyncio' and (_from_orbax(error) or _from_tensorstore(error)))
+
+
+def _from_tensorstore(error: BaseException | None) -> bool:
+  """Whether `error` is tensorstore's, as orbax's reads and writes raise them: a future set
+  from C++ has no Python frames to tell, but its message names the tensorstore spec."""
+  return error is not None and ('tensorstore_spec' in str(error) or 'OCDBT' in str(error))
 
 
 def _quiet_orbax_tracebacks() -> None:
@@ -113,7 +120,7 @@ def _orbax_leftover(unraisable) -> bool:
     return True
   code = getattr(unraisable.object, 'cr_code', None)
   in_orbax = code is not None and f'{os.sep}orbax{os.sep}' in code.co_filename
-  return in_orbax or _from_orbax(error)
+  return in_orbax or _from_orbax(error) or _from_tensorstore(error)
 
 
 def _ignore_orbax_leftovers() -> None:
