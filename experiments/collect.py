@@ -95,10 +95,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   return '\n'.join(lines)
 
 
-def _plot_curves(path: str, curves: dict[str, list[tuple[int, float]]], metric: str) -> None:
+def pyplot():
+  """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _plot_curves(path: str, curves: dict[str, list[tuple[int, float]]], metric: str) -> None:
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
   for name, points in curves.items():
     ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', markersize=3, label=name)
@@ -112,9 +118,7 @@ def _plot_curves(path: str, curves: dict[str, list[tuple[int, float]]], metric: 
 
 
 def _plot_sweep(path: str, field: str, points: list[tuple[float, float]], metric: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
   points = sorted(points)
   fig, ax = plt.subplots(figsize=(5.0, 3.6))
   ax.plot([p[0] for p in points], [p[1] for p in points], marker='o')

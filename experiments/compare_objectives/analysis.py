@@ -181,19 +181,18 @@ def summarize_probe(results, replicates: int = REPLICATES, seed: int = 0) -> Pro
       by_arm.setdefault(r.arm, []).append(r)
   if not by_arm:
     return None
-  counts, flops_at = {}, {}
+  counts, flops_at, steps_of = {}, {}, {}
   for arm, runs in by_arm.items():
-    steps = sorted(set.intersection(*(set(r.probe_counts) for r in runs)))
-    for step in steps:  # P x 1 x N x K: each pretraining seed is one run
+    steps_of[arm] = sorted(set.intersection(*(set(r.probe_counts) for r in runs)))
+    for step in steps_of[arm]:  # P x 1 x N x K: each pretraining seed is one run
       counts[arm, step] = np.stack([r.probe_counts[step] for r in runs])[:, None]
       flops_at[arm, step] = step * runs[0].flops_per_step
-  base = getattr(results, 'probe_baselines', {}) or {}
+  base = results.probe_baselines
   counts.update(base)
   reps = stats.bootstrap(counts, stats.accuracy, replicates, seed)
   observed = {k: stats.score(c, stats.accuracy) for k, c in counts.items()}
   curves, final, last = {}, {}, {}
-  for arm in by_arm:
-    steps = sorted(k[1] for k in counts if isinstance(k, tuple) and k[0] == arm)
+  for arm, steps in steps_of.items():
     curves[arm] = [(flops_at[arm, s], _estimate(observed[arm, s], reps[arm, s])) for s in steps]
     last[arm] = (arm, steps[-1])
     final[arm] = curves[arm][-1][1]

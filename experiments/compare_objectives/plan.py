@@ -201,26 +201,27 @@ def base_pretraining_config(settings: Settings, family: str, seed: int, objectiv
   return c
 
 
-def step_flops(config) -> tuple[float, int, int]:
-  """(FLOPs per step, parameters, row length) exactly as train.run counts them."""
+def step_flops(config, vocab_info=None) -> tuple[float, int, int, int]:
+  """(FLOPs per step, parameters, row length, decoder length or 0) exactly as train.run
+  counts them.  vocab_info: the tokenizer's (default: trains or loads the config's)."""
   # pylint: disable=g-import-not-at-top  (heavy: jax, flax, the tokenizer)
   import jax
   from ptlm_jax import flops, models, objectives
   from ptlm_jax.data import tokenizer as tokenizer_lib
   from ptlm_jax.training import train
-  vocab_info = tokenizer_lib.get_tokenizer(config).vocab_info
+  vocab_info = vocab_info or tokenizer_lib.get_tokenizer(config).vocab_info
   components = train.Components(models.build_model(config.model),
                                 objectives.get_objective(config, vocab_info), train_iter=None)
   spec = train.make_state_spec(config, components, jax.random.PRNGKey(0))
   counts = flops.count_params(spec.boxed_params)
   # The same lengths train.run hands to flops.flops_per_step.
   lengths = {k: v.shape[1] for k, v in spec.example_inputs.items() if getattr(v, 'ndim', 0) == 2}
+  decoder_length = lengths.get('decoder_tokens', 0)
   step = flops.flops_per_step(
       config.model, counts, config.train.batch_size,
       lengths.get('encoder_tokens', lengths.get('tokens', spec.row_length)),
-      target_length=lengths.get('decoder_tokens', 0),
-      output_length=spec.example_targets.shape[1])
-  return step['model'] + step['head'], counts['params_total'], spec.row_length
+      target_length=decoder_length, output_length=spec.example_targets.shape[1])
+  return step['model'] + step['head'], counts['params_total'], spec.row_length, decoder_length
 
 
 def pretraining_runs(settings: Settings, seed: int, arms=None) -> list[Run]:
@@ -230,15 +231,14 @@ def pretraining_runs(settings: Settings, seed: int, arms=None) -> list[Run]:
   runs = []
   for arm in arms or parse_arms(settings.arms):
     c = base_pretraining_config(settings, arm.family, seed, arm.objective)
-    per_step, params, row_length = step_flops(c)
+    per_step, params, row_length, _ = step_flops(c)
     steps = max(settings.min_steps, round(settings.budget_flops / per_step))
     t = c.train
     t.steps = steps
     t.eval_every = math.ceil(steps / settings.eval_points)  # the last one lands on `steps`
     t.log_every = max(1, min(t.eval_every, steps // 20))
     t.checkpoint_every = steps
-    apply_optimizer(c, settings.optimizer)
-    c.optim.warmup_steps = max(1, steps // 10)
+    apply_optimizer(c, settings.optimizer)  # warmup: 10% of the steps
     config_lib.validate(c)
     runs.append(Run(arm, c, per_step, params, row_length))
   return runs

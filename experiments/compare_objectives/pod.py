@@ -103,27 +103,6 @@ def pretraining_config(arm: plan.Arm, optimizer: str, steps: int = 1, lr: float 
   return c
 
 
-def step_flops(config) -> tuple[float, int]:
-  """(FLOPs per step as train.run counts them, decoder length or 0): plan.step_flops
-  without a tokenizer (the project's SentencePiece layout follows from data.sp_vocab_size,
-  so C4 stays unread)."""
-  # pylint: disable=g-import-not-at-top  (heavy: jax, flax)
-  import jax
-  from ptlm_jax import flops, models, objectives
-  from ptlm_jax.data import vocab
-  from ptlm_jax.training import train
-  objective = objectives.get_objective(config, vocab.VocabInfo(config.data.sp_vocab_size))
-  components = train.Components(models.build_model(config.model), objective, train_iter=None)
-  spec = train.make_state_spec(config, components, jax.random.PRNGKey(0))
-  lengths = {k: v.shape[1] for k, v in spec.example_inputs.items() if getattr(v, 'ndim', 0) == 2}
-  step = flops.flops_per_step(
-      config.model, flops.count_params(spec.boxed_params), config.train.batch_size,
-      lengths.get('encoder_tokens', lengths.get('tokens', spec.row_length)),
-      target_length=lengths.get('decoder_tokens', 0),
-      output_length=spec.example_targets.shape[1])
-  return step['model'] + step['head'], lengths.get('decoder_tokens', 0)
-
-
 def _estimate(config):
   from ptlm_jax import estimate  # pylint: disable=g-import-not-at-top  (jax)
   tokens = config.train.batch_size * config.data.seq_len  # one step; hours scale with steps
@@ -141,11 +120,8 @@ def _check(arms, optimizer: str, workdir: str) -> None:
   if not str(workdir).strip():
     raise errors.UserError('--workdir: the pod preset needs a workdir (a bucket mounted on '
                            'every TPU VM worker, e.g. /gcs/BUCKET/compare-pod)')
-  if '://' in str(workdir):
-    raise errors.UserError(
-        f'--workdir={workdir}: a URL is not a workdir; mount the bucket on every worker '
-        '(gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the path, e.g. '
-        '--workdir=/gcs/BUCKET/compare-pod')
+  from ptlm_jax.training import start  # pylint: disable=g-import-not-at-top  (jax)
+  start.refuse_url(workdir)
 
 
 def pod_workdir(workdir: str) -> str:
@@ -157,7 +133,10 @@ def pod_workdir(workdir: str) -> str:
 def arm_cost(arm: plan.Arm, optimizer: str):
   """(FLOPs per step, the estimator's Estimate of one step, the arm's lr grid)."""
   c = pretraining_config(arm, optimizer)
-  per_step, decoder_length = step_flops(c)
+  # Without a tokenizer: the project's SentencePiece layout follows from data.sp_vocab_size,
+  # so C4 stays unread.
+  from ptlm_jax.data import vocab  # pylint: disable=g-import-not-at-top  (jax)
+  per_step, _, _, decoder_length = plan.step_flops(c, vocab.VocabInfo(c.data.sp_vocab_size))
   # The estimator derives T5's decoder length for span corruption only: give it the real one.
   c.objective.targets_length = decoder_length
   e = _estimate(c)

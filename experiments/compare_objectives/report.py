@@ -173,14 +173,6 @@ def verdict(summary: analysis.TaskSummary) -> str:
   return ' '.join(out)
 
 
-def _pyplot():
-  """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def _save_flops_plot(plt, fig, ax, path: str, ylabel: str, title: str) -> None:
   """Labels a plot against training FLOPs and writes it to `path`."""
   ax.set_xlabel('training FLOPs')
@@ -194,7 +186,7 @@ def _save_flops_plot(plt, fig, ax, path: str, ylabel: str, title: str) -> None:
 
 
 def _plot_losses(path: str, results) -> None:
-  plt = _pyplot()
+  plt = collect.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
   labelled = set()
   for r in results.pretraining:
@@ -210,7 +202,7 @@ def _plot_losses(path: str, results) -> None:
 
 def _plot_probe(path: str, probe: analysis.ProbeSummary) -> None:
   """Probe accuracy against training FLOPs, one line per arm, 95% intervals as bands."""
-  plt = _pyplot()
+  plt = collect.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
   for arm, curve in probe.curves.items():
     family, objective = arm.split(':')
@@ -228,7 +220,7 @@ def _plot_probe(path: str, probe: analysis.ProbeSummary) -> None:
 
 def _plot_downstream(path: str, summaries: dict[str, analysis.TaskSummary]) -> None:
   """One panel per task: pretrained and scratch scores with 95% intervals; baselines as lines."""
-  plt = _pyplot()
+  plt = collect.pyplot()
   fig, axes = plt.subplots(1, max(1, len(summaries)), figsize=(6.4 * max(1, len(summaries)), 4.4),
                            squeeze=False)
   width = 0.38

@@ -139,7 +139,7 @@ def _run(settings, workdir, seeds, log) -> Results:
   arms = plan.parse_arms(settings.arms)
   archs = list(dict.fromkeys(a.family for a in arms))
   per_seed = len(arms) + (len(arms) + len(archs)) * len(settings.tasks) * settings.finetune_seeds
-  total, done = seeds * per_seed, 0
+  total, done, probe = seeds * per_seed, 0, None
   for seed in range(seeds):
     log(f'[compare] seed {seed}: tokenizer ({settings.sp_vocab_size} pieces on '
         f'{settings.corpus}; trained once, then cached) and FLOPs per step of each arm')
@@ -149,9 +149,8 @@ def _run(settings, workdir, seeds, log) -> Results:
           f'{r.flops_per_step:.3e} FLOPs/step x {r.config.train.steps:>4} steps = '
           f'{r.flops_per_step * r.config.train.steps:.3e} FLOPs')
     seed_dir = os.path.join(workdir, f'seed{seed}')
-    probe = _sentiment_probe(settings, runs[0].config) if settings.probe else None
-    if probe and not results.probe_baselines:
-      results.probe_baselines = _probe_baselines(probe)
+    if settings.probe and probe is None:  # one tokenizer for every seed: built once
+      probe, results.probe_baselines = _sentiment_probe(settings, runs[0].config)
     pre_dirs = {}
     for r in runs:
       pre_dir = pre_dirs[r.arm] = os.path.join(seed_dir, r.arm.dirname)
@@ -181,31 +180,27 @@ def _run(settings, workdir, seeds, log) -> Results:
 
 
 def _sentiment_probe(settings, config):
-  """The linear probe on rotten_tomatoes with the comparison's tokenizer (probe.py)."""
+  """(the linear probe on rotten_tomatoes with the comparison's tokenizer (probe.py), its
+  baselines): majority class and bag of words fit on the probe's training snippets and
+  scored on its validation snippets, what its accuracy is read against."""
   # pylint: disable=g-import-not-at-top
   from experiments import config_files
+  from experiments.compare_objectives import baselines
   from ptlm_jax.data import tokenizer as tokenizer_lib
   from ptlm_jax.finetune import data as task_data, probe as probe_lib
   task = config_files.load('configs/finetune/rotten_tomatoes.py:bert,head')
   task.data.corpus = settings.corpus
   train = task_data.read_examples(task, f'train[:{settings.probe_train_examples}]')
   valid = task_data.read_examples(task, task.data.eval_split)
-  probe = probe_lib.LinearProbe.from_texts(
-      tokenizer_lib.get_tokenizer(config), [x['text'] for x in train], [x['label'] for x in train],
-      [x['text'] for x in valid], [x['label'] for x in valid], seq_len=task.data.seq_len)
-  probe.texts = ([x['text'] for x in train], [x['text'] for x in valid])
-  return probe
-
-
-def _probe_baselines(probe) -> dict[str, np.ndarray]:
-  """Majority class and bag of words fit on the probe's training snippets, scored on its
-  validation snippets: what the probe's accuracy is read against."""
-  from experiments.compare_objectives import baselines  # pylint: disable=g-import-not-at-top
-  train_texts, valid_texts = probe.texts
-  bow = baselines.fit_bag_of_words(train_texts, probe.train_labels, probe.num_classes)
-  return {'majority class': stats.correct_counts(
-              baselines.majority_class(probe.train_labels, probe.valid_labels)),
-          'bag of words': stats.correct_counts(bow.predict(valid_texts) == probe.valid_labels)}
+  texts = [x['text'] for x in train], [x['text'] for x in valid]
+  labels = [x['label'] for x in train], [x['label'] for x in valid]
+  probe = probe_lib.LinearProbe.from_texts(tokenizer_lib.get_tokenizer(config), texts[0],
+                                           labels[0], texts[1], labels[1],
+                                           seq_len=task.data.seq_len)
+  bow = baselines.fit_bag_of_words(texts[0], labels[0], probe.num_classes)
+  return probe, {
+      'majority class': stats.correct_counts(baselines.majority_class(labels[0], labels[1])),
+      'bag of words': stats.correct_counts(bow.predict(texts[1]) == probe.valid_labels)}
 
 
 def _with_probe(probe):

@@ -53,17 +53,22 @@ def resolve_config(config, workdir: str):
   return config, source, inherited
 
 
+def refuse_url(workdir: str) -> None:
+  """UserError for a URL workdir (gs://...), naming the gcsfuse mount to use instead."""
+  if '://' in str(workdir):
+    raise errors.UserError(
+        f'--workdir={workdir}: a URL is not a workdir; mount the bucket on every host '
+        '(gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the path, e.g. '
+        '--workdir=/gcs/BUCKET/runs/NAME')
+
+
 def prepare_workdir(workdir: str) -> str:
   """The absolute workdir, created if needed; UserError if it cannot be written.
 
   A URL (gs://...) is refused: the loop writes its lock, metrics, per-example records and
   data state with the local file API, so a bucket must be mounted (gcsfuse) and given as a
   path.  Refused here, before anything compiles, rather than created as './gs:/...'."""
-  if '://' in str(workdir):
-    raise errors.UserError(
-        f'--workdir={workdir}: a URL is not a workdir here; mount the bucket on every host '
-        '(gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the path, e.g. '
-        '--workdir=/gcs/BUCKET/runs/NAME')
+  refuse_url(workdir)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
